@@ -1,0 +1,1 @@
+"""eval-assets: model evaluation and promotion gating as Dagster assets."""

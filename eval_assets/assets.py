@@ -1,0 +1,665 @@
+"""The evaluation asset graph of one registered model, built from its criteria file.
+
+snapshot + model version -> predictions -> slice_metrics -> gate_verdict (blocking checks, one per
+gate) -> promotion. Each asset is a few lines over `eval_assets.core`; the champion's side of a
+comparison is the champion's own `predictions` partition on the same snapshot, computed once.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetMaterialization,
+    AssetsDefinition,
+    DataVersion,
+    Failure,
+    MetadataValue,
+    MultiToSingleDimensionPartitionMapping,
+    Output,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
+
+from eval_assets.core import EVALUATOR_VERSION
+from eval_assets.core.contract import validate_dataset, validate_scores
+from eval_assets.core.criteria import Criteria, PredicateSlice
+from eval_assets.core.digests import artifact_digest, evaluation_key
+from eval_assets.core.evaluation import Evaluation, evaluate, to_json
+from eval_assets.core.gating import GateVerdict
+from eval_assets.core.metrics import METRIC_NAMES
+from eval_assets.core.models import load_model
+from eval_assets.core.predicates import parse_predicate, predicate_columns
+from eval_assets.core.provenance import git_commit
+from eval_assets.core.slicing import build_slices
+from eval_assets.partitions import (
+    MODEL_DIM,
+    SNAPSHOT_DIM,
+    evaluation_partitions,
+    model_version_partitions,
+    parse_version_key,
+    snapshot_partitions,
+    version_key,
+)
+from eval_assets.resources.notifier import Notifier
+from eval_assets.resources.registry import ModelRegistry
+from eval_assets.resources.snapshots import SnapshotInfo, SnapshotStore
+from eval_assets.resources.storage import EvaluationStore, output_path
+
+DIGEST_TAG = "eval_assets.artifact_sha256"
+LABEL, SCORE, ROW_ID = "label", "score", "row_id"
+CODE_VERSION = EVALUATOR_VERSION
+
+
+def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
+    """The six assets of one model, keyed under the model's name."""
+    model, dataset = criteria.model, criteria.dataset.name
+    pairs = evaluation_partitions(model, dataset)
+    key = lambda name: AssetKey([model, name])  # noqa: E731
+    common = dict(key_prefix=[model], group_name=model, code_version=CODE_VERSION)
+    by_snapshot = MultiToSingleDimensionPartitionMapping(partition_dimension_name=SNAPSHOT_DIM)
+    by_model = MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL_DIM)
+    tags = {"eval_assets/model": model}
+
+    @asset(
+        name="data_snapshot",
+        partitions_def=snapshot_partitions(dataset),
+        description="The validated golden rows of one snapshot, with content hash, rows, schema.",
+        owners=["team:ml-platform"],
+        tags=tags,
+        **common,
+    )
+    def data_snapshot(
+        context: AssetExecutionContext, snapshot_store: SnapshotStore
+    ) -> Output[pd.DataFrame]:
+        with tempfile.TemporaryDirectory() as folder:
+            info, path = snapshot_store.fetch(dataset, context.partition_key, Path(folder))
+            frame = pd.read_parquet(path)
+        validated = validate_dataset(frame, criteria.dataset, info.location)
+        return Output(
+            frame,
+            data_version=DataVersion(info.sha256),
+            metadata={
+                "sha256": info.sha256,
+                "rows": len(frame),
+                "positives": int(validated.labels.sum()),
+                "location": info.location,
+                "created_at": info.created_at,
+                "dagster/column_schema": _schema(frame),
+            },
+        )
+
+    @asset(
+        name="model_version",
+        partitions_def=model_version_partitions(model),
+        description="A registered model version: artifact digest (pinned at first sight) and facts.",
+        owners=["team:ml-platform"],
+        tags=tags,
+        **common,
+    )
+    def model_version(
+        context: AssetExecutionContext, model_registry: ModelRegistry
+    ) -> Output[dict[str, Any]]:
+        facts = version_facts(criteria, context.partition_key, model_registry)
+        return Output(
+            facts,
+            data_version=DataVersion(facts["digest"]),
+            metadata={
+                "version": facts["version"],
+                "digest": facts["digest"],
+                "format": facts["format"],
+                "run_id": MetadataValue.text(facts["run_id"] or ""),
+                "source": MetadataValue.text(facts["source"] or ""),
+                "aliases": ", ".join(facts["aliases"]) or "none",
+                "status": facts["status"],
+            },
+        )
+
+    @asset(
+        name="predictions",
+        partitions_def=pairs,
+        ins={
+            "data_snapshot": AssetIn(key=key("data_snapshot"), partition_mapping=by_snapshot),
+            "model_version": AssetIn(key=key("model_version"), partition_mapping=by_model),
+        },
+        description="One score per snapshot row with label and slice keys (Parquet).",
+        tags=tags,
+        **common,
+    )
+    def predictions(
+        context: AssetExecutionContext,
+        data_snapshot: pd.DataFrame,
+        model_version: dict[str, Any],
+        model_registry: ModelRegistry,
+    ) -> Output[pd.DataFrame]:
+        frame = score_snapshot(criteria, data_snapshot, model_version, model_registry)
+        return Output(frame, metadata=_prediction_metadata(frame, criteria))
+
+    @asset(
+        name="slice_metrics",
+        partitions_def=pairs,
+        ins={"predictions": AssetIn(key=key("predictions"))},
+        description="Metrics per slice and fairness group, with bootstrap confidence intervals.",
+        tags=tags,
+        **common,
+    )
+    def slice_metrics(
+        context: AssetExecutionContext, predictions: pd.DataFrame
+    ) -> Output[dict[str, Any]]:
+        record = metrics_record(criteria, predictions)
+        return Output(record, metadata=_metrics_metadata(record))
+
+    check_specs = [
+        AssetCheckSpec(
+            name=gate.name,
+            asset=key("gate_verdict"),
+            blocking=True,
+            description=gate.description or f"{gate.kind} gate {gate.name}",
+        )
+        for gate in criteria.gates
+    ]
+
+    @asset(
+        name="gate_verdict",
+        partitions_def=pairs,
+        ins={
+            "predictions": AssetIn(key=key("predictions")),
+            "slice_metrics": AssetIn(key=key("slice_metrics")),
+            "model_version": AssetIn(key=key("model_version"), partition_mapping=by_model),
+        },
+        check_specs=check_specs,
+        description="The candidate against the champion on the same rows; one blocking check per gate.",
+        tags=tags,
+        **common,
+    )
+    def gate_verdict(
+        context: AssetExecutionContext,
+        predictions: pd.DataFrame,
+        slice_metrics: dict[str, Any],
+        model_version: dict[str, Any],
+        model_registry: ModelRegistry,
+        snapshot_store: SnapshotStore,
+        evaluation_store: EvaluationStore,
+        notifier: Notifier,
+    ):
+        keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+        snapshot_id = keys[SNAPSHOT_DIM]
+        snapshot = _snapshot_info(snapshot_store, dataset, snapshot_id)
+        champion = model_registry.champion(model)
+        champion_side = None
+        if champion is not None:
+            champion_side = champion_predictions(
+                context, criteria, version_key(model, champion.version), snapshot_id,
+                model_registry, evaluation_store,
+            )
+        result = run_evaluation(criteria, predictions, champion_side)
+        key_ = evaluation_key(model_version["digest"], snapshot.sha256, criteria.digest())
+        record = verdict_record(criteria, result, model_version, snapshot, champion, key_)
+        run = model_registry.record_evaluation(
+            model,
+            key_,
+            params=record["params"],
+            tags=record["tags"] | {"dagster.run_id": context.run_id},
+            metrics=_flat_metrics(result),
+            artifacts={
+                "verdict.json": _json_bytes(record["verdict"]),
+                "metrics.json": _json_bytes(result.metrics_record()),
+            },
+            dataset={
+                "frame": predictions.drop(columns=[SCORE]),
+                "source": snapshot.location,
+                "name": f"{dataset}@{snapshot_id}",
+                "digest": snapshot.sha256,
+                "targets": LABEL,
+            },
+        )
+        record["mlflow_run_id"] = run.run_id
+        record["mlflow_run_url"] = run.url
+        if not result.verdict.passed:
+            notifier.notify(
+                "gate_failed",
+                {
+                    "model": model,
+                    "version": model_version["version"],
+                    "snapshot": snapshot_id,
+                    "evaluation_key": key_,
+                    "summary": "; ".join(g.summary() for g in result.verdict.failed_gates),
+                },
+            )
+        yield Output(
+            record,
+            data_version=DataVersion(key_),
+            metadata=_verdict_metadata(record, result, run.url),
+        )
+        for gate in result.verdict.gates:
+            yield AssetCheckResult(
+                asset_key=key("gate_verdict"),
+                check_name=gate.name,
+                passed=gate.passed,
+                severity=AssetCheckSeverity.ERROR,
+                description=gate.summary(),
+                metadata=_check_metadata(gate),
+            )
+
+    @asset(
+        name="promotion",
+        partitions_def=pairs,
+        ins={"gate_verdict": AssetIn(key=key("gate_verdict"))},
+        description="Moves the `champion` alias, only after every blocking gate passed.",
+        owners=["team:ml-platform"],
+        tags=tags,
+        **common,
+    )
+    def promotion(
+        context: AssetExecutionContext,
+        gate_verdict: dict[str, Any],
+        model_registry: ModelRegistry,
+        notifier: Notifier,
+    ) -> Output[dict[str, Any]]:
+        decision = promote(criteria, gate_verdict, model_registry)
+        notifier.notify(
+            "promoted" if decision["moved"] else "promotion_skipped",
+            {"model": model, "version": gate_verdict["version"], "summary": decision["reason"]},
+        )
+        return Output(decision, metadata={k: str(v) for k, v in decision.items()})
+
+    return [data_snapshot, model_version, predictions, slice_metrics, gate_verdict, promotion]
+
+
+# --- what the assets do, as plain functions (tested directly and reused by the CLI's twin) ----
+
+
+def version_facts(criteria: Criteria, partition_key: str, registry: ModelRegistry) -> dict[str, Any]:
+    """Registry facts and the artifact digest, pinned as a version tag when first seen."""
+    model, version = parse_version_key(partition_key)
+    info = registry.get_version(model, version)
+    if not info.ready:
+        raise Failure(f"{model} v{version} is {info.status}, not READY: evaluate it later")
+    with tempfile.TemporaryDirectory() as folder:
+        local = registry.download(model, version, Path(folder))
+        digest = artifact_digest(local)
+        loaded = load_model(
+            local,
+            allow_pickle=criteria.loading.allow_pickle,
+            trusted_skops_types=criteria.loading.trusted_skops_types,
+        )
+        signature = (local / "MLmodel").read_text() if (local / "MLmodel").is_file() else ""
+    pinned = info.tags.get(DIGEST_TAG)
+    if pinned and pinned != digest:
+        raise Failure(
+            f"{model} v{version}: artifact digest {digest[:12]}... differs from the digest "
+            f"{pinned[:12]}... recorded when the version was first seen; refusing to evaluate"
+        )
+    if not pinned:
+        registry.set_version_tags(model, version, {DIGEST_TAG: digest})
+    return {
+        "model": model,
+        "version": version,
+        "partition": partition_key,
+        "digest": digest,
+        "format": loaded.format,
+        "run_id": info.run_id,
+        "source": info.source,
+        "status": info.status,
+        "aliases": list(info.aliases),
+        "signature": _signature(signature),
+    }
+
+
+def score_snapshot(
+    criteria: Criteria, frame: pd.DataFrame, facts: dict[str, Any], registry: ModelRegistry
+) -> pd.DataFrame:
+    """Download the version, check its digest, load it under the policy, score every row."""
+    contract = criteria.dataset
+    validated = validate_dataset(frame, contract, f"snapshot for {facts['partition']}")
+    with tempfile.TemporaryDirectory() as folder:
+        local = registry.download(facts["model"], facts["version"], Path(folder))
+        digest = artifact_digest(local)
+        if digest != facts["digest"]:
+            raise Failure(
+                f"{facts['partition']}: downloaded artifact digest {digest[:12]}... is not the "
+                f"recorded {facts['digest'][:12]}...; refusing to score"
+            )
+        loaded = load_model(
+            local,
+            allow_pickle=criteria.loading.allow_pickle,
+            trusted_skops_types=criteria.loading.trusted_skops_types,
+        )
+        scores = loaded.predict_scores(frame, validated.features, contract.positive_class)
+    validate_scores(scores, frame, contract.id_column, facts["partition"])
+    out = pd.DataFrame(
+        {
+            ROW_ID: frame[contract.id_column].to_numpy()
+            if contract.id_column in frame.columns
+            else np.arange(len(frame)),
+            LABEL: validated.labels,
+            SCORE: scores,
+        }
+    )
+    for column in slice_key_columns(criteria):
+        out[column] = frame[column].to_numpy()
+    return out
+
+
+def slice_key_columns(criteria: Criteria) -> list[str]:
+    """Columns the slices and fairness attributes read, kept beside each score."""
+    columns: list[str] = []
+    for spec in criteria.slices:
+        used = (
+            predicate_columns(parse_predicate(spec.where))
+            if isinstance(spec, PredicateSlice)
+            else {spec.by}
+        )
+        columns += sorted(used)
+    columns += criteria.fairness
+    return list(dict.fromkeys(c for c in columns if c not in (ROW_ID, LABEL, SCORE)))
+
+
+def metrics_record(criteria: Criteria, predictions: pd.DataFrame) -> dict[str, Any]:
+    """The `slice_metrics` value: per-slice table, fairness groups, disparities, intervals."""
+    slices = build_slices(predictions, criteria)
+    fairness = {a: predictions[a].astype(str).to_numpy() for a in criteria.fairness}
+    y, scores = predictions[LABEL].to_numpy(), predictions[SCORE].to_numpy()
+    record = evaluate(criteria, y, slices, fairness, scores).metrics_record()
+    return record["candidate"] | {"intervals": record["intervals"]}
+
+
+def run_evaluation(
+    criteria: Criteria,
+    candidate: pd.DataFrame,
+    champion: pd.DataFrame | None,
+) -> Evaluation:
+    """The core's paired evaluation of two prediction frames on the same rows."""
+    slices = build_slices(candidate, criteria)
+    fairness = {a: candidate[a].astype(str).to_numpy() for a in criteria.fairness}
+    champion_scores = None
+    if champion is not None:
+        aligned = champion.set_index(ROW_ID).reindex(candidate[ROW_ID])
+        if aligned[SCORE].isna().any():
+            raise Failure("the champion's predictions do not cover the same rows as the candidate's")
+        champion_scores = aligned[SCORE].to_numpy()
+    return evaluate(
+        criteria, candidate[LABEL].to_numpy(), slices, fairness, candidate[SCORE].to_numpy(),
+        champion_scores,
+    )
+
+
+def champion_predictions(
+    context: AssetExecutionContext,
+    criteria: Criteria,
+    champion_key: str,
+    snapshot_id: str,
+    registry: ModelRegistry,
+    store: EvaluationStore,
+) -> pd.DataFrame:
+    """The champion's stored predictions on this snapshot, materialized here when missing."""
+    model = criteria.model
+    pair = f"{champion_key}|{snapshot_id}"
+    path = output_path([model, "predictions"], pair, ".parquet")
+    frame = store.read_frame(path)
+    if frame is not None:
+        context.log.info(f"reusing the champion's predictions {pair} ({store.location(path)})")
+        return frame
+    context.log.info(f"the champion's predictions {pair} are missing: computing them in this run")
+    instance = context.instance
+    versions = model_version_partitions(model)
+    if not instance.has_dynamic_partition(versions.name, champion_key):
+        instance.add_dynamic_partitions(versions.name, [champion_key])
+    facts_path = output_path([model, "model_version"], champion_key, ".json")
+    facts = store.read_json(facts_path)
+    if facts is None:
+        facts = version_facts(criteria, champion_key, registry)
+        store.write_json(facts_path, facts)
+        context.log_event(
+            AssetMaterialization(
+                asset_key=AssetKey([model, "model_version"]), partition=champion_key,
+                metadata={"digest": facts["digest"], "materialized_by": "gate_verdict"},
+            )
+        )
+    snapshot_frame = store.read_frame(output_path([model, "data_snapshot"], snapshot_id, ".parquet"))
+    if snapshot_frame is None:
+        raise Failure(f"data_snapshot {snapshot_id} is not materialized")
+    frame = score_snapshot(criteria, snapshot_frame, facts, registry)
+    where = store.write_frame(path, frame)
+    context.log_event(
+        AssetMaterialization(
+            asset_key=AssetKey([model, "predictions"]), partition=pair,
+            metadata={**_prediction_metadata(frame, criteria), "stored_at": where,
+                      "materialized_by": "gate_verdict (champion side)"},
+        )
+    )
+    return frame
+
+
+def verdict_record(
+    criteria: Criteria,
+    result: Evaluation,
+    facts: dict[str, Any],
+    snapshot: SnapshotInfo,
+    champion: Any,
+    key: str,
+) -> dict[str, Any]:
+    """The `gate_verdict` value: decision, identity and provenance."""
+    commit = git_commit(Path(__file__).parent) or "unknown"
+    champion_version = champion.version if champion is not None else None
+    return {
+        "model": criteria.model,
+        "version": facts["version"],
+        "partition": facts["partition"],
+        "snapshot": snapshot.snapshot_id,
+        "snapshot_sha256": snapshot.sha256,
+        "artifact_digest": facts["digest"],
+        "criteria_hash": criteria.digest(),
+        "evaluator_version": EVALUATOR_VERSION,
+        "evaluation_key": key,
+        "git_commit": commit,
+        "champion_version": champion_version,
+        "champion_partition": (
+            f"{version_key(criteria.model, champion_version)}|{snapshot.snapshot_id}"
+            if champion_version else None
+        ),
+        "passed": result.verdict.passed,
+        "verdict": result.verdict.to_dict(),
+        "params": {
+            "model_version": facts["version"],
+            "snapshot_id": snapshot.snapshot_id,
+            "snapshot_sha256": snapshot.sha256,
+            "criteria_hash": criteria.digest(),
+            "evaluator_version": EVALUATOR_VERSION,
+            "champion_version": str(champion_version),
+            "git_commit": commit,
+        },
+        "tags": {
+            "mlflow.runName": f"{facts['partition']} on {snapshot.snapshot_id}",
+            "eval_assets.model": criteria.model,
+            "eval_assets.version": facts["version"],
+            "eval_assets.snapshot": snapshot.snapshot_id,
+            "eval_assets.verdict": "passed" if result.verdict.passed else "failed",
+            "eval_assets.criteria_hash": criteria.digest(),
+        },
+    }
+
+
+def promote(criteria: Criteria, verdict: dict[str, Any], registry: ModelRegistry) -> dict[str, Any]:
+    """Move the alias on a full pass, compare-and-set against the champion compared with."""
+    model, version = criteria.model, verdict["version"]
+    if not verdict["passed"]:
+        # Blocking checks stop this asset first; this guards any other path that reaches here.
+        raise Failure(f"{model} v{version} did not pass every gate; not promoting")
+    if verdict["criteria_hash"] != criteria.digest():
+        raise Failure("the criteria changed since this verdict; re-evaluate before promoting")
+    expected = verdict["champion_version"]
+    if expected == version:
+        moved, reason = False, f"v{version} is already the champion"
+    else:
+        moved, reason = registry.move_champion(model, version, expected)
+    registry.set_version_tags(
+        model,
+        version,
+        {
+            "eval_assets.verdict": "passed",
+            "eval_assets.evaluation_key": verdict["evaluation_key"],
+            "eval_assets.criteria_hash": verdict["criteria_hash"],
+            "eval_assets.snapshot": verdict["snapshot"],
+            "eval_assets.promotion": "promoted" if moved else reason,
+        },
+    )
+    return {
+        "moved": moved,
+        "reason": reason,
+        "version": version,
+        "previous_champion": expected,
+        "evaluation_key": verdict["evaluation_key"],
+    }
+
+
+# --- metadata for the UI ----------------------------------------------------------------------
+
+
+def _schema(frame: pd.DataFrame) -> TableSchema:
+    return TableSchema(columns=[TableColumn(str(c), str(t)) for c, t in frame.dtypes.items()])
+
+
+def _prediction_metadata(frame: pd.DataFrame, criteria: Criteria) -> dict[str, Any]:
+    return {
+        "rows": len(frame),
+        "mean_score": float(frame[SCORE].mean()),
+        "predicted_positive_rate": float((frame[SCORE] >= criteria.dataset.threshold).mean()),
+    }
+
+
+_TABLE_METRICS = ("support", "positives", "roc_auc", "pr_auc", "log_loss", "brier", "precision",
+                  "recall", "f1")
+
+
+def _metrics_metadata(record: dict[str, Any]) -> dict[str, Any]:
+    columns = [TableColumn("slice", "string")] + [
+        TableColumn(m, "int" if m in ("support", "positives") else "float") for m in _TABLE_METRICS
+    ]
+    rows = [
+        TableRecord({"slice": r["slice"], **{m: _num(r.get(m)) for m in _TABLE_METRICS}})
+        for r in record["slices"]
+    ]
+    overall = next((r for r in record["slices"] if r["slice"] == "overall"), {})
+    return {
+        "slices": MetadataValue.table(rows, schema=TableSchema(columns=columns)),
+        "overall_roc_auc": _num(overall.get("roc_auc")),
+        "overall_pr_auc": _num(overall.get("pr_auc")),
+        "slice_count": len(record["slices"]),
+    }
+
+
+def _verdict_metadata(record: dict[str, Any], result: Evaluation, url: str | None) -> dict[str, Any]:
+    lines = ["| gate | slice | candidate | champion | change | interval | threshold | outcome |",
+             "|---|---|---|---|---|---|---|---|"]
+    for gate in result.verdict.gates:
+        for r in gate.results:
+            lines.append(
+                f"| {gate.name} | {r.slice} | {_fmt(r.candidate)} | {_fmt(r.champion)} | "
+                f"{_fmt(r.change)} | {_interval(r.ci_low, r.ci_high)} | {r.threshold} | "
+                f"**{r.outcome}** |"
+            )
+    headline = "PASSED: every gate passed" if result.verdict.passed else (
+        "BLOCKED by " + ", ".join(g.name for g in result.verdict.failed_gates)
+    )
+    metadata: dict[str, Any] = {
+        "verdict": MetadataValue.md(f"### {headline}\n\n" + "\n".join(lines)),
+        "passed": result.verdict.passed,
+        "evaluation_key": record["evaluation_key"],
+        "criteria_hash": record["criteria_hash"],
+        "champion_version": str(record["champion_version"]),
+        "champion_predictions": str(record["champion_partition"]),
+        "snapshot_sha256": record["snapshot_sha256"],
+        "artifact_digest": record["artifact_digest"],
+        "mlflow_run_id": record["mlflow_run_id"],
+    }
+    if url:
+        metadata["mlflow_run"] = MetadataValue.url(url)
+    return metadata
+
+
+def _check_metadata(gate: GateVerdict) -> dict[str, Any]:
+    worst = gate.failures[0] if gate.failures else gate.results[0] if gate.results else None
+    metadata: dict[str, Any] = {"outcomes": ", ".join(sorted({r.outcome for r in gate.results}))}
+    if worst is not None:
+        metadata |= {
+            "slice": worst.slice,
+            "metric": worst.metric,
+            "outcome": worst.outcome,
+            "candidate": _num(worst.candidate),
+            "champion": _num(worst.champion),
+            "change": _num(worst.change),
+            "relative_change": _num(worst.relative_change),
+            "interval": _interval(worst.ci_low, worst.ci_high),
+            "threshold": worst.threshold,
+            "support": worst.support if worst.support is not None else -1,
+            "reason": worst.reason,
+        }
+    metadata["results"] = MetadataValue.json(
+        [{k: v for k, v in r.__dict__.items()} for r in gate.results]
+    )
+    return metadata
+
+
+def _flat_metrics(result: Evaluation) -> dict[str, float]:
+    """MLflow metrics: ``<metric>.<slice>`` for the candidate, finite values only."""
+    out = {}
+    for slice_name, row in result.candidate.slices.iterrows():
+        for metric in METRIC_NAMES:
+            value = row[metric]
+            if np.isfinite(value):
+                out[f"{metric}.{_mlflow_name(str(slice_name))}"] = float(value)
+    for _, row in result.candidate.disparities.iterrows():
+        if np.isfinite(row["value"]):
+            out[f"{row['metric']}.{_mlflow_name(row['attribute'])}"] = float(row["value"])
+    return out
+
+
+def _mlflow_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+
+
+def _snapshot_info(store: SnapshotStore, dataset: str, snapshot_id: str) -> SnapshotInfo:
+    for info in store.list_snapshots(dataset):
+        if info.snapshot_id == snapshot_id:
+            return info
+    raise Failure(f"snapshot {snapshot_id} of {dataset} is not in the snapshot store")
+
+
+def _signature(mlmodel: str) -> str:
+    marker = "signature:"
+    return mlmodel[mlmodel.index(marker):][:2000] if marker in mlmodel else "none"
+
+
+def _json_bytes(value: Any) -> bytes:
+    return to_json(value).encode()
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    return "n/a" if low is None or high is None else f"[{low:.4f}, {high:.4f}]"

@@ -1,0 +1,180 @@
+"""`eval-assets`: the evaluation core on a model file and a dataset, with no Dagster deployment.
+
+Exit codes: 0 every gate passed (or none was asked for), 1 a gate failed, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from eval_assets.core import EVALUATOR_VERSION, atomic
+from eval_assets.core.contract import DatasetError, read_table, validate_dataset, validate_scores
+from eval_assets.core.criteria import (
+    ChangeGate,
+    Criteria,
+    CriteriaError,
+    criteria_json_schema,
+    default_criteria,
+    load_criteria,
+)
+from eval_assets.core.digests import artifact_digest, evaluation_key
+from eval_assets.core.evaluation import evaluate, to_json
+from eval_assets.core.models import LoadedModel, ModelLoadError, load_model
+from eval_assets.core.predicates import PredicateError
+from eval_assets.core.provenance import git_commit, run_id
+from eval_assets.core.report import confusion_matrix_png
+from eval_assets.core.slicing import build_slices
+
+EXIT_PASS, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Progress:
+    """Step lines on stderr, so long runs show where they are."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet, self.step = total, quiet, 0
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.step += 1
+        if not self.quiet:
+            elapsed = time.perf_counter() - self.started
+            print(f"[{self.step}/{self.total} {elapsed:6.1f}s] {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "schema":
+        text = json.dumps(criteria_json_schema(), indent=2, sort_keys=True) + "\n"
+        if args.out:
+            atomic.write_text(args.out, text)
+        else:
+            sys.stdout.write(text)
+        return EXIT_PASS
+    try:
+        return _evaluate(args)
+    except (CriteriaError, DatasetError, ModelLoadError, PredicateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    progress = _Progress(total=6, quiet=args.quiet)
+    criteria = _criteria(args)
+    progress(f"reading {args.data_path}")
+    frame = read_table(args.data_path)
+    dataset = validate_dataset(frame, criteria.dataset, str(args.data_path))
+    contract = criteria.dataset
+
+    def score(path: Path, role: str) -> tuple[LoadedModel, np.ndarray]:
+        # The user names these files themselves, so pickle is allowed; the format is reported.
+        model = load_model(path, allow_pickle=True)
+        progress(f"scoring {len(frame):,} rows with the {role} ({model.format}: {path})")
+        scores = model.predict_scores(frame, dataset.features, contract.positive_class)
+        validate_scores(scores, frame, contract.id_column, str(path))
+        return model, scores
+
+    candidate, candidate_scores = score(args.model_path, "candidate")
+    champion, champion_scores = (
+        score(args.champion_path, "champion") if args.champion_path else (None, None)
+    )
+    if champion is None:
+        progress("no champion given")
+
+    progress(f"computing metrics ({criteria.bootstrap.resamples} bootstrap resamples)")
+    slices = build_slices(frame, criteria)
+    fairness = {a: frame[a].astype(str).to_numpy() for a in criteria.fairness}
+    result = evaluate(
+        criteria, dataset.labels, slices, fairness, candidate_scores, champion_scores
+    )
+    key = evaluation_key(candidate.digest, artifact_digest(args.data_path), criteria.digest())
+    identity = run_id(key)
+    progress(f"writing {args.out / identity}")
+
+    staged = atomic.staging_dir(args.out / identity)
+    metrics = {
+        "evaluation_key": key,
+        "evaluator_version": EVALUATOR_VERSION,
+        "run_id": identity,
+        "git_commit": git_commit(),
+        "candidate": {"path": str(args.model_path), "format": candidate.format,
+                      "digest": candidate.digest},
+        "champion": (
+            {"path": str(args.champion_path), "format": champion.format, "digest": champion.digest}
+            if champion else None
+        ),
+        "data": {"path": str(args.data_path), "digest": artifact_digest(args.data_path),
+                 "rows": len(frame)},
+        "criteria": {"model": criteria.model, "hash": criteria.digest(),
+                     "path": str(args.criteria) if args.criteria else None},
+        "threshold": contract.threshold,
+        **result.metrics_record(),
+    }
+    (staged / "metrics.json").write_text(to_json(metrics))
+    (staged / "confusion_matrix.png").write_bytes(
+        confusion_matrix_png(result.candidate, result.champion, threshold=contract.threshold)
+    )
+    gated = bool(criteria.gates) or champion is not None
+    if gated:
+        verdict = {"evaluation_key": key, "run_id": identity, **result.verdict.to_dict()}
+        (staged / "verdict.json").write_text(to_json(verdict))
+    atomic.publish_dir(staged, args.out / identity)
+
+    if not gated:
+        progress("done: no gates were asked for (give --criteria or --champion-path)")
+        print(args.out / identity)
+        return EXIT_PASS
+    for gate in result.verdict.gates:
+        mark = "PASS" if gate.passed else "FAIL"
+        print(f"{mark}  {gate.name}: {gate.summary()}")
+    passed = result.verdict.passed
+    progress(f"verdict: {'passed' if passed else 'FAILED'}; outputs in {args.out / identity}")
+    return EXIT_PASS if passed else EXIT_GATE_FAILED
+
+
+def _criteria(args: argparse.Namespace) -> Criteria:
+    if args.criteria:
+        criteria = load_criteria(args.criteria)
+        if args.label_column and args.label_column != criteria.dataset.label_column:
+            dataset = criteria.dataset.model_copy(update={"label_column": args.label_column})
+            criteria = criteria.model_copy(update={"dataset": dataset})
+        return criteria
+    if not args.label_column:
+        raise CriteriaError("without --criteria, --label-column must name the label column")
+    criteria = default_criteria(args.label_column)
+    if args.champion_path:
+        # With a champion and no criteria, the one gate is the design's default: at most 1%
+        # relative loss of ROC AUC overall.
+        gate = ChangeGate(kind="change", name="overall_roc_auc_vs_champion", metric="roc_auc",
+                          slices=["overall"], max_relative_drop=0.01)
+        criteria = criteria.model_copy(update={"gates": [gate]})
+    return criteria
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eval-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("evaluate", help="evaluate a model file on a CSV or Parquet file")
+    run.add_argument("--model-path", type=Path, required=True,
+                     help=".skops, .pkl/.joblib file, or an MLflow model folder")
+    run.add_argument("--data-path", type=Path, required=True, help="CSV or Parquet")
+    run.add_argument("--criteria", type=Path, help="criteria YAML (contract, slices, gates)")
+    run.add_argument("--label-column", help="label column (required without --criteria)")
+    run.add_argument("--champion-path", type=Path, help="champion model to compare against")
+    run.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    schema = commands.add_parser("schema", help="print the criteria file's JSON Schema")
+    schema.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

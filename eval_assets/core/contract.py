@@ -1,0 +1,206 @@
+"""Reading an evaluation dataset and validating it against the dataset contract.
+
+Every error names the file, the column and an offending value with its row, so the person who
+owns the data can fix it without a debugger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eval_assets.core.criteria import DatasetContract
+
+MAX_SHOWN = 3
+
+
+class DatasetError(ValueError):
+    """A dataset that breaks its contract; the message lists each problem."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class ValidatedDataset:
+    """Rows that met the contract, with the resolved feature list and 0/1 labels."""
+
+    frame: pd.DataFrame
+    features: list[str]
+    labels: np.ndarray  # int8, 1 for the positive class
+    source: str
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read CSV or Parquet; unreadable or non-UTF-8 files raise DatasetError naming the file."""
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise DatasetError(source, ["file does not exist"])
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(path, encoding="utf-8", encoding_errors="strict", low_memory=False)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            source, [f"not valid UTF-8 text: byte {exc.object[exc.start]:#x} at offset {exc.start}"]
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DatasetError(source, ["the file is empty: no header and no rows"]) from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        raise DatasetError(source, [f"cannot be read as {suffix[1:]}: {exc}"]) from None
+    raise DatasetError(source, [f"unsupported data format {suffix!r}; use .csv or .parquet"])
+
+
+def validate_dataset(
+    frame: pd.DataFrame, contract: DatasetContract, source: str
+) -> ValidatedDataset:
+    """Check a frame against the contract and return it with 0/1 labels and its features."""
+    problems: list[str] = []
+    if len(frame) == 0:
+        raise DatasetError(source, ["the dataset has no rows"])
+
+    id_col, label_col = contract.id_column, contract.label_column
+    if contract.features == "all":
+        features = [c for c in frame.columns if c not in (id_col, label_col)]
+    else:
+        features = list(contract.features)
+    required = [label_col, *features]
+    if id_col != "__row__":
+        required.insert(0, id_col)
+    required += [c for c in contract.columns if c not in required]
+    missing = [c for c in required if c not in frame.columns]
+    for column in missing:
+        problems.append(f"column {column!r}: missing (the contract requires it)")
+    if contract.extra_columns == "error":
+        extra = [c for c in frame.columns if c not in required]
+        for column in extra:
+            problems.append(
+                f"column {column!r}: not in the contract (declare it, or set extra_columns: ignore)"
+            )
+    if problems:
+        raise DatasetError(source, problems)
+
+    ids = frame[id_col] if id_col != "__row__" else pd.Series(np.arange(len(frame)))
+
+    def where(rows: np.ndarray) -> str:
+        shown = [f"row {int(r) + 2 if source.endswith('.csv') else int(r)} (id {ids.iloc[r]!r})"
+                 for r in rows[:MAX_SHOWN]]
+        more = f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else ""
+        return ", ".join(shown) + more
+
+    for column, expected in contract.columns.items():
+        problem = _type_problem(frame[column], expected)
+        if problem is not None:
+            message, rows = problem
+            problems.append(f"column {column!r}: {message} at {where(rows)}")
+
+    labels = frame[label_col]
+    if labels.isna().any():
+        rows = np.flatnonzero(labels.isna().to_numpy())
+        problems.append(f"column {label_col!r}: missing label at {where(rows)}")
+    positive = _is_class(labels, contract.positive_class)
+    outside = ~positive & ~_is_class(labels, contract.negative_class) & labels.notna().to_numpy()
+    if outside.any():
+        rows = np.flatnonzero(outside)
+        problems.append(
+            f"column {label_col!r}: value {labels.iloc[rows[0]]!r} is not one of the two classes "
+            f"{contract.negative_class!r}, {contract.positive_class!r} at {where(rows)}"
+        )
+
+    if id_col != "__row__":
+        duplicated = frame[id_col].duplicated(keep=False).to_numpy()
+        if duplicated.any():
+            rows = np.flatnonzero(duplicated)
+            problems.append(
+                f"column {id_col!r}: duplicate id {frame[id_col].iloc[rows[0]]!r} at {where(rows)}"
+            )
+        if frame[id_col].isna().any():
+            rows = np.flatnonzero(frame[id_col].isna().to_numpy())
+            problems.append(f"column {id_col!r}: missing id at {where(rows)}")
+
+    for column in features:
+        series = frame[column]
+        if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            values = series.to_numpy(dtype=float, na_value=np.nan)
+            infinite = np.isinf(values)
+            if infinite.any():
+                rows = np.flatnonzero(infinite)
+                problems.append(
+                    f"column {column!r}: infinite value {values[rows[0]]!r} at {where(rows)}"
+                )
+        if not contract.allow_missing_features and series.isna().any():
+            rows = np.flatnonzero(series.isna().to_numpy())
+            problems.append(
+                f"column {column!r}: missing value (NaN) at {where(rows)} "
+                "(set allow_missing_features: true if the model handles them)"
+            )
+    if problems:
+        raise DatasetError(source, problems)
+
+    y = positive.astype(np.int8)
+    return ValidatedDataset(frame=frame, features=features, labels=y, source=source)
+
+
+def validate_scores(scores: np.ndarray, frame: pd.DataFrame, id_column: str, source: str) -> None:
+    """Scores must be finite probabilities; name the first rows that are not."""
+    bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        first = int(rows[0])
+        ident = frame[id_column].iloc[first] if id_column in frame.columns else first
+        raise DatasetError(
+            source,
+            [
+                f"model score {scores[first]!r} for row {first} (id {ident!r}) is not a "
+                f"probability in [0, 1]; {len(rows)} such row(s)"
+            ],
+        )
+
+
+def _is_class(labels: pd.Series, cls: int | str) -> np.ndarray:
+    """Rows whose label equals `cls`, accepting 1, 1.0 and "1" alike for a numeric class."""
+    if pd.api.types.is_numeric_dtype(labels) and not isinstance(cls, str):
+        return (labels == cls).to_numpy(dtype=bool)
+    return (labels.astype(str).str.strip() == str(cls)).to_numpy(dtype=bool)
+
+
+def _type_problem(series: pd.Series, expected: str) -> tuple[str, np.ndarray] | None:
+    """(message, offending rows) when a column does not hold the expected type."""
+    if expected in ("integer", "float"):
+        if pd.api.types.is_bool_dtype(series):
+            return f"expected {expected}, found booleans", np.arange(min(len(series), MAX_SHOWN))
+        numeric = pd.to_numeric(series, errors="coerce")
+        bad = numeric.isna() & series.notna()
+        if bad.any():
+            rows = np.flatnonzero(bad.to_numpy())
+            return f"expected {expected}, found {series.iloc[rows[0]]!r}", rows
+        if expected == "integer":
+            values = numeric.dropna().to_numpy(dtype=float)
+            fractional = np.flatnonzero(
+                (numeric.notna() & (numeric != np.floor(numeric))).to_numpy()
+            )
+            if len(values) and len(fractional):
+                return f"expected integer, found {series.iloc[fractional[0]]!r}", fractional
+        return None
+    if expected == "boolean":
+        ok = series.isna() | series.isin([True, False, 0, 1, "true", "false", "True", "False"])
+        if not ok.all():
+            rows = np.flatnonzero(~ok.to_numpy())
+            return f"expected boolean, found {series.iloc[rows[0]]!r}", rows
+        return None
+    # string: anything but numbers stored as numbers is acceptable text.
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return None
+    bad = series.notna() & ~series.map(lambda v: isinstance(v, str))
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())
+        return f"expected string, found {series.iloc[rows[0]]!r}", rows
+    return None

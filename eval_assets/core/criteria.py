@@ -1,0 +1,382 @@
+"""The versioned evaluation contract: one YAML file per registered model.
+
+It declares the dataset contract, the slices, the fairness attributes, the gates and the policies
+for outcomes that are not a plain pass. It is validated with pydantic; any error names the file,
+the line and the key at fault. Its canonical hash is stamped on every verdict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from eval_assets.core.metrics import FAIRNESS_METRICS, HIGHER_IS_BETTER, METRIC_NAMES
+from eval_assets.core.predicates import PredicateError, parse_predicate, predicate_columns
+from eval_assets.core.slicing import OVERALL
+
+CRITERIA_SCHEMA_VERSION = 1
+_NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
+ColumnType = Literal["integer", "float", "string", "boolean"]
+DecisionMode = Literal["point", "non_inferiority"]
+
+
+class CriteriaError(ValueError):
+    """Criteria that cannot be used; the message names the file, line and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetContract(_Strict):
+    """What a golden snapshot must look like."""
+
+    name: str = Field("golden", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", description="dataset name")
+    id_column: str
+    label_column: str
+    positive_class: int | str = 1
+    negative_class: int | str = 0
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="score >= threshold is positive")
+    features: list[str] | Literal["all"] = Field(
+        "all", description="feature columns, or 'all' for every column but id and label"
+    )
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict, description="expected type of each declared column"
+    )
+    extra_columns: Literal["error", "ignore"] = "error"
+    allow_missing_features: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetContract:
+        if self.positive_class == self.negative_class:
+            raise ValueError("positive_class and negative_class must differ")
+        if self.id_column == self.label_column:
+            raise ValueError("id_column and label_column must differ")
+        if isinstance(self.features, list):
+            for reserved in (self.id_column, self.label_column):
+                if reserved in self.features:
+                    raise ValueError(f"features must not include {reserved!r}")
+        return self
+
+    def declared_columns(self) -> list[str]:
+        """Columns the contract names, in a stable order."""
+        names = [self.id_column, self.label_column]
+        if isinstance(self.features, list):
+            names += self.features
+        names += [c for c in self.columns if c not in names]
+        return names
+
+
+class PredicateSlice(_Strict):
+    """A named slice defined by a predicate."""
+
+    name: str = Field(pattern=_NAME)
+    where: str
+    key: bool = False
+
+    @field_validator("where")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            parse_predicate(value)
+        except PredicateError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class ValueSlices(_Strict):
+    """One slice per value of a column, named ``column=value``."""
+
+    by: str
+    key: bool = False
+    expected_values: list[str | int] | None = Field(
+        None, description="values that must be present; an absent one is a missing slice"
+    )
+
+
+SliceSpec = PredicateSlice | ValueSlices
+SliceSelector = Literal["key", "all"] | list[str]
+
+
+class _Gate(_Strict):
+    name: str = Field(pattern=_NAME, description="unique; becomes the Dagster check name")
+    description: str | None = None
+
+
+class AbsoluteGate(_Gate):
+    """A bound on a metric's value in each selected slice."""
+
+    kind: Literal["absolute"]
+    metric: str
+    slices: SliceSelector = [OVERALL]
+    min: float | None = None
+    max: float | None = None
+    mode: DecisionMode | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AbsoluteGate:
+        _check_metric(self.metric)
+        if self.min is None and self.max is None:
+            raise ValueError("an absolute gate needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: no value can pass")
+        return self
+
+
+class ChangeGate(_Gate):
+    """A bound on how much a metric may degrade against the champion in each selected slice."""
+
+    kind: Literal["change"]
+    metric: str
+    slices: SliceSelector = "key"
+    max_relative_drop: float | None = Field(None, ge=0.0)
+    max_absolute_drop: float | None = Field(None, ge=0.0)
+    direction: Literal["auto", "higher_is_better", "lower_is_better"] = "auto"
+    mode: DecisionMode | None = None
+
+    @model_validator(mode="after")
+    def _one_tolerance(self) -> ChangeGate:
+        _check_metric(self.metric)
+        if (self.max_relative_drop is None) == (self.max_absolute_drop is None):
+            raise ValueError("a change gate needs exactly one of max_relative_drop, max_absolute_drop")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.direction == "auto":
+            return HIGHER_IS_BETTER[self.metric]
+        return self.direction == "higher_is_better"
+
+
+class FairnessGate(_Gate):
+    """A bound on a disparity between the groups of a fairness attribute."""
+
+    kind: Literal["fairness"]
+    attribute: str
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> FairnessGate:
+        if self.metric not in FAIRNESS_METRICS:
+            raise ValueError(
+                f"unknown fairness metric {self.metric!r}; known: {', '.join(FAIRNESS_METRICS)}"
+            )
+        if self.min is None and self.max is None:
+            raise ValueError("a fairness gate needs max (a difference) or min (a ratio)")
+        if self.metric.endswith("ratio") and self.min is not None and not 0 <= self.min <= 1:
+            raise ValueError(f"a ratio lies in [0, 1]; min {self.min} can never pass")
+        if self.metric.endswith("difference") and self.max is not None and self.max < 0:
+            raise ValueError(f"a difference is never negative; max {self.max} can never pass")
+        return self
+
+
+class SupportGate(_Gate):
+    """A minimum number of rows, positives and negatives in each selected slice."""
+
+    kind: Literal["support"]
+    slices: SliceSelector = "key"
+    min_rows: int = Field(0, ge=0)
+    min_positives: int = Field(0, ge=0)
+    min_negatives: int = Field(0, ge=0)
+
+
+Gate = Annotated[
+    AbsoluteGate | ChangeGate | FairnessGate | SupportGate, Field(discriminator="kind")
+]
+
+
+class Policy(_Strict):
+    """What counts as passing when the evidence is not a plain pass or fail (fail closed)."""
+
+    no_champion: Literal["fail", "absolute_only"] = Field(
+        "fail", description="absolute_only: with no champion, change gates record no_champion"
+    )
+    allow_insufficient_evidence: bool = False
+    allow_missing_slices: bool = False
+    min_slice_rows: int = Field(30, ge=0, description="below this a slice's gates are inconclusive")
+    min_slice_positives: int = Field(5, ge=0)
+    min_slice_negatives: int = Field(5, ge=0)
+    decision_mode: DecisionMode = "point"
+
+
+class BootstrapSpec(_Strict):
+    resamples: int = Field(1000, ge=0, le=100_000)
+    seed: int = 0
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+
+class ModelPolicy(_Strict):
+    """Which artifact formats unattended runs may load for this model."""
+
+    allow_pickle: bool = False
+    trusted_skops_types: list[str] = Field(default_factory=list)
+
+
+class Criteria(_Strict):
+    """The evaluation contract of one registered model."""
+
+    schema_version: Literal[1] = CRITERIA_SCHEMA_VERSION
+    model: str = Field(description="registered model name")
+    dataset: DatasetContract
+    slices: list[PredicateSlice | ValueSlices] = Field(default_factory=list)
+    fairness: list[str] = Field(default_factory=list, description="fairness attribute columns")
+    gates: list[Gate] = Field(default_factory=list)
+    policy: Policy = Policy()
+    bootstrap: BootstrapSpec = BootstrapSpec()
+    loading: ModelPolicy = ModelPolicy()
+
+    @model_validator(mode="after")
+    def _references(self) -> Criteria:
+        names = [OVERALL]
+        for spec in self.slices:
+            name = spec.name if isinstance(spec, PredicateSlice) else spec.by
+            if name in names:
+                raise ValueError(f"slice {name!r} is declared twice")
+            names.append(name)
+        gate_names = [g.name for g in self.gates]
+        duplicates = sorted({n for n in gate_names if gate_names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"gate names must be unique; repeated: {', '.join(duplicates)}")
+        known = self.known_columns()
+        for spec in self.slices:
+            used = (
+                predicate_columns(parse_predicate(spec.where))
+                if isinstance(spec, PredicateSlice)
+                else {spec.by}
+            )
+            _check_columns(used, known, f"slice {getattr(spec, 'name', None) or spec.by!r}")
+        _check_columns(set(self.fairness), known, "fairness")
+        for gate in self.gates:
+            if isinstance(gate, FairnessGate):
+                if gate.attribute not in self.fairness:
+                    raise ValueError(
+                        f"gate {gate.name!r}: attribute {gate.attribute!r} is not listed under "
+                        f"fairness ({', '.join(self.fairness) or 'none'})"
+                    )
+            elif isinstance(gate.slices, list):
+                unknown = [s for s in gate.slices if s not in names and s.split("=")[0] not in names]
+                if unknown:
+                    raise ValueError(
+                        f"gate {gate.name!r}: unknown slice(s) {', '.join(unknown)}; "
+                        f"declared: {', '.join(names)}"
+                    )
+        return self
+
+    def known_columns(self) -> set[str] | None:
+        """Columns the contract declares, or None when features are 'all other columns'."""
+        if self.dataset.features == "all" and not self.dataset.columns:
+            return None
+        return set(self.dataset.declared_columns())
+
+    @property
+    def key_slices(self) -> list[str]:
+        """Names of the slice specs marked key (value slices by their column); overall is key."""
+        return [OVERALL] + [
+            s.name if isinstance(s, PredicateSlice) else s.by for s in self.slices if s.key
+        ]
+
+    def digest(self) -> str:
+        """Canonical content hash: formatting and comments do not change it, any setting does."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def default_criteria(label_column: str, id_column: str | None = None) -> Criteria:
+    """Criteria for a bare CLI run: every other column is a feature, only the overall slice."""
+    return Criteria(
+        model="adhoc",
+        dataset=DatasetContract(
+            id_column=id_column or "__row__",
+            label_column=label_column,
+            extra_columns="ignore",
+        ),
+    )
+
+
+def load_criteria(path: str | Path) -> Criteria:
+    """Load and validate one criteria file; errors name the file, line and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CriteriaError(f"{path}: cannot read criteria file: {exc}") from None
+    return parse_criteria(text, source=str(path))
+
+
+def parse_criteria(text: str, source: str = "<criteria>") -> Criteria:
+    """Validate criteria YAML text; `source` names it in errors."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise CriteriaError(f"{source}: {where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CriteriaError(f"{source}: the criteria file must be a YAML mapping")
+    try:
+        return Criteria.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+            key = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(node, loc)
+            message = error["msg"].removeprefix("Value error, ")
+            value = error.get("input")
+            shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
+            problems.append(f"{source}: line {line}: {key}: {message}{shown}")
+        raise CriteriaError("\n".join(problems)) from None
+
+
+def criteria_json_schema() -> dict[str, Any]:
+    """JSON Schema of the criteria file format."""
+    return Criteria.model_json_schema()
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+
+
+def _check_columns(used: set[str], known: set[str] | None, where: str) -> None:
+    if known is None:
+        return
+    unknown = sorted(used - known)
+    if unknown:
+        raise ValueError(
+            f"{where} uses column(s) {', '.join(unknown)} that the dataset contract does not declare"
+        )
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the chosen union member ("absolute", "PredicateSlice", ...) into error paths.
+    return isinstance(part, str) and (
+        part in ("absolute", "change", "fairness", "support")
+        or re.fullmatch(r"[A-Z][A-Za-z]+", part) is not None
+        or part.startswith(("list[", "literal["))
+    )
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """Line of the deepest YAML node along `loc` (1-based)."""
+    best = node
+    for part in loc:
+        if isinstance(best, yaml.MappingNode):
+            match = next((v for k, v in best.value if k.value == str(part)), None)
+        elif isinstance(best, yaml.SequenceNode) and isinstance(part, int) and part < len(best.value):
+            match = best.value[part]
+        else:
+            match = None
+        if match is None:
+            break
+        best = match
+    return best.start_mark.line + 1 if best is not None else 1

@@ -1,0 +1,133 @@
+"""One evaluation end to end: slices, metrics for both models, paired intervals, verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eval_assets.core.bootstrap import BootstrapConfig, paired_bootstrap
+from eval_assets.core.criteria import Criteria
+from eval_assets.core.gating import ModelMetrics, Verdict, decide
+from eval_assets.core.metrics import fairness_metrics, slice_metrics
+from eval_assets.core.slicing import Slice
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one evaluation computed; the verdict is derived from the rest."""
+
+    candidate: ModelMetrics
+    champion: ModelMetrics | None
+    intervals: pd.DataFrame
+    verdict: Verdict
+
+    def metrics_record(self) -> dict[str, Any]:
+        """Metrics and intervals as plain JSON-ready data, in a stable order."""
+        return {
+            "candidate": _metrics_record(self.candidate),
+            "champion": _metrics_record(self.champion) if self.champion else None,
+            "intervals": _records(self.intervals),
+        }
+
+
+def model_metrics(
+    y: np.ndarray,
+    scores: np.ndarray,
+    slices: list[Slice],
+    fairness: Mapping[str, np.ndarray],
+    threshold: float,
+) -> ModelMetrics:
+    """Per-slice metrics and per-attribute fairness metrics of one model's scores."""
+    table = slice_metrics(y, scores, slices, threshold).set_index("slice")
+    group_tables, disparity_rows = [], []
+    for attribute, groups in fairness.items():
+        groups_table, disparities = fairness_metrics(y, scores, groups, threshold)
+        group_tables.append(groups_table.assign(attribute=attribute))
+        disparity_rows += [
+            {"attribute": attribute, "metric": metric, "value": value}
+            for metric, value in disparities.items()
+        ]
+    group_frame = (
+        pd.concat(group_tables, ignore_index=True)
+        if group_tables
+        else pd.DataFrame(columns=["attribute", "group", "support", "positives"])
+    )
+    disparity_frame = pd.DataFrame(disparity_rows, columns=["attribute", "metric", "value"])
+    return ModelMetrics(table, group_frame, disparity_frame)
+
+
+def evaluate(
+    criteria: Criteria,
+    y: np.ndarray,
+    slices: list[Slice],
+    fairness: Mapping[str, np.ndarray],
+    candidate_scores: np.ndarray,
+    champion_scores: np.ndarray | None = None,
+    *,
+    candidate_metrics: ModelMetrics | None = None,
+    champion_metrics: ModelMetrics | None = None,
+) -> Evaluation:
+    """Metrics of both models on the same rows, paired intervals, and the verdict.
+
+    Already computed metrics (a stored `slice_metrics` partition) can be passed in and are
+    not recomputed.
+    """
+    threshold = criteria.dataset.threshold
+    candidate = candidate_metrics or model_metrics(
+        y, candidate_scores, slices, fairness, threshold
+    )
+    champion = None
+    if champion_scores is not None:
+        champion = champion_metrics or model_metrics(
+            y, champion_scores, slices, fairness, threshold
+        )
+    intervals = paired_bootstrap(
+        y,
+        candidate_scores,
+        champion_scores,
+        slices,
+        threshold,
+        BootstrapConfig(
+            n_resamples=criteria.bootstrap.resamples,
+            seed=criteria.bootstrap.seed,
+            confidence=criteria.bootstrap.confidence,
+        ),
+        fairness=fairness,
+    ) if criteria.bootstrap.resamples > 0 else pd.DataFrame()
+    verdict = decide(criteria, candidate, champion, intervals)
+    return Evaluation(candidate, champion, intervals, verdict)
+
+
+def to_json(data: Any) -> str:
+    """Canonical JSON: sorted keys, NaN as null, so identical inputs give identical bytes."""
+    return json.dumps(_clean(data), sort_keys=True, indent=2, allow_nan=False) + "\n"
+
+
+def _metrics_record(metrics: ModelMetrics) -> dict[str, Any]:
+    return {
+        "slices": _records(metrics.slices.reset_index()),
+        "fairness_groups": _records(metrics.fairness_groups),
+        "disparities": _records(metrics.disparities),
+    }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [_clean(r) for r in frame.to_dict(orient="records")] if len(frame) else []
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value

@@ -1,0 +1,168 @@
+"""The one place that reads the environment and assembles the code location.
+
+Environment variables (all optional: a fresh checkout runs on embedded defaults):
+
+- ``EVAL_ASSETS_ENV``: ``local`` (default), ``staging`` or ``prod``.
+- ``EVAL_ASSETS_STATE``: local state folder (default ``.eval_assets`` in the repository).
+- ``EVAL_ASSETS_CRITERIA_DIR``: criteria folder (default ``criteria/`` in the repository).
+- ``MLFLOW_TRACKING_URI``: MLflow's own variable (default: SQLite file in the state folder).
+- ``EVAL_ASSETS_SNAPSHOT_BUCKET`` / ``EVAL_ASSETS_SNAPSHOT_PREFIX``: snapshots on S3 instead of
+  the local folder; ``AWS_ENDPOINT_URL`` selects any S3-compatible endpoint.
+- ``EVAL_ASSETS_OUTPUT_BUCKET``: evaluation outputs on S3 instead of the state folder.
+- ``EVAL_ASSETS_ALERT_WEBHOOK_URL``: alerts are also posted there (read through ``EnvVar``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import (
+    Definitions,
+    EnvVar,
+    define_asset_job,
+    in_process_executor,
+    multiprocess_executor,
+)
+from dagster_aws.s3 import S3Resource
+
+from eval_assets.assets import build_evaluation_assets
+from eval_assets.core.criteria import Criteria, CriteriaError, load_criteria
+from eval_assets.partitions import (
+    evaluation_partitions,
+    model_version_partitions,
+    snapshot_partitions,
+)
+from eval_assets.resources.notifier import Notifier
+from eval_assets.resources.registry import MlflowModelRegistry
+from eval_assets.resources.snapshots import LocalSnapshotStore, S3SnapshotStore
+from eval_assets.resources.storage import (
+    LocalEvaluationStore,
+    OpenFormatIOManager,
+    S3EvaluationStore,
+)
+from eval_assets.sensors import build_registry_sensor, build_snapshot_sensor
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS = ("local", "staging", "prod")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the environment decides, read once."""
+
+    environment: str
+    state_dir: Path
+    criteria_dir: Path
+    tracking_uri: str
+    snapshot_bucket: str | None
+    snapshot_prefix: str
+    output_bucket: str | None
+    executor: str
+
+    @property
+    def artifact_root(self) -> str | None:
+        """Where embedded MLflow keeps artifacts; a tracking server decides its own."""
+        if self.tracking_uri.startswith("sqlite:"):
+            return (self.state_dir / "mlartifacts").as_uri()
+        return None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        environment = env.get("EVAL_ASSETS_ENV", "local")
+        if environment not in ENVIRONMENTS:
+            raise ValueError(f"EVAL_ASSETS_ENV={environment!r}: expected one of {ENVIRONMENTS}")
+        state = Path(env.get("EVAL_ASSETS_STATE", REPO_ROOT / ".eval_assets")).resolve()
+        return cls(
+            environment=environment,
+            state_dir=state,
+            criteria_dir=Path(env.get("EVAL_ASSETS_CRITERIA_DIR", REPO_ROOT / "criteria")),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{state / 'mlflow.db'}",
+            snapshot_bucket=env.get("EVAL_ASSETS_SNAPSHOT_BUCKET") or None,
+            snapshot_prefix=env.get("EVAL_ASSETS_SNAPSHOT_PREFIX", "snapshots"),
+            output_bucket=env.get("EVAL_ASSETS_OUTPUT_BUCKET") or None,
+            executor=env.get("EVAL_ASSETS_EXECUTOR", "in_process"),
+        )
+
+
+def load_criteria_folder(folder: Path) -> list[Criteria]:
+    """Every ``*.yaml`` criteria file; one bad file stops the code location with its message."""
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    if not files:
+        raise CriteriaError(f"{folder}: no criteria files (*.yaml): nothing to evaluate")
+    loaded = [load_criteria(f) for f in files]
+    for path, criteria in zip(files, loaded, strict=True):
+        if path.stem != criteria.model:
+            raise CriteriaError(
+                f"{path}: model {criteria.model!r} must match the file name {path.stem!r}"
+            )
+    return loaded
+
+
+def build_definitions(settings: Settings) -> Definitions:
+    """The code location for one set of settings."""
+    all_criteria = load_criteria_folder(settings.criteria_dir)
+    executor = in_process_executor if settings.executor == "in_process" else multiprocess_executor
+    assets, jobs, sensors = [], [], []
+    for criteria in all_criteria:
+        model, dataset = criteria.model, criteria.dataset.name
+        model_assets = build_evaluation_assets(criteria)
+        assets += model_assets
+        by_name = {a.key.path[-1]: a for a in model_assets}
+        ingest_version = define_asset_job(
+            f"{model}_model_version_job",
+            selection=[by_name["model_version"]],
+            partitions_def=model_version_partitions(model),
+            executor_def=executor,
+            description=f"Download and pin one version of {model}.",
+        )
+        ingest_snapshot = define_asset_job(
+            f"{model}_snapshot_job",
+            selection=[by_name["data_snapshot"]],
+            partitions_def=snapshot_partitions(dataset),
+            executor_def=executor,
+            description=f"Validate one {dataset} snapshot for {model}.",
+        )
+        evaluate_job = define_asset_job(
+            f"{model}_evaluation_job",
+            selection=[by_name[n] for n in ("predictions", "slice_metrics", "gate_verdict", "promotion")],
+            partitions_def=evaluation_partitions(model, dataset),
+            executor_def=executor,
+            description=f"Evaluate one version of {model} on one snapshot and gate its promotion.",
+        )
+        jobs += [ingest_version, ingest_snapshot, evaluate_job]
+        sensors += [
+            build_registry_sensor(criteria, ingest_version, evaluate_job),
+            build_snapshot_sensor(criteria, ingest_snapshot, evaluate_job),
+        ]
+    return Definitions(assets=assets, jobs=jobs, sensors=sensors, resources=resources(settings))
+
+
+def resources(settings: Settings) -> dict[str, object]:
+    """Real resources for the settings; tests swap in fakes by key."""
+    s3 = S3Resource()  # endpoint, region and credentials come from the AWS environment
+    if settings.snapshot_bucket:
+        snapshots = S3SnapshotStore(bucket=settings.snapshot_bucket, prefix=settings.snapshot_prefix, s3=s3)
+    else:
+        snapshots = LocalSnapshotStore(root=str(settings.state_dir / "snapshots"))
+    if settings.output_bucket:
+        store = S3EvaluationStore(bucket=settings.output_bucket, s3=s3)
+    else:
+        store = LocalEvaluationStore(root=str(settings.state_dir / "outputs"))
+    webhook = EnvVar("EVAL_ASSETS_ALERT_WEBHOOK_URL") if os.environ.get(
+        "EVAL_ASSETS_ALERT_WEBHOOK_URL"
+    ) else None
+    return {
+        "model_registry": MlflowModelRegistry(
+            tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
+        ),
+        "snapshot_store": snapshots,
+        "evaluation_store": store,
+        "io_manager": OpenFormatIOManager(store=store),
+        "notifier": Notifier(webhook_url=webhook),
+    }
+
+
+defs = build_definitions(Settings.from_env())

@@ -1,0 +1,1 @@
+"""Resources: the model registry, the snapshot store, evaluation storage and the notifier."""

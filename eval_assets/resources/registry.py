@@ -1,0 +1,352 @@
+"""The model registry: versions, the champion alias, tags, artifacts and evaluation runs.
+
+`MlflowModelRegistry` talks to MLflow (a tracking server, or an embedded SQLite file);
+`FakeModelRegistry` keeps everything in memory for fast tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+
+CHAMPION_ALIAS = "champion"
+EVAL_KEY_TAG = "eval_assets.evaluation_key"
+
+
+class RegistryUnavailable(RuntimeError):
+    """The registry could not be reached; the caller retries later, nothing is dropped."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the registry says about one model version."""
+
+    name: str
+    version: str
+    status: str
+    run_id: str | None = None
+    source: str | None = None
+    created_ms: int = 0
+    aliases: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "READY"
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """An MLflow run that holds one evaluation; `created` is False when it already existed."""
+
+    run_id: str
+    created: bool
+    url: str | None = None
+
+
+class ModelRegistry(ConfigurableResource):
+    """A registry of model versions with a movable `champion` alias and run tracking."""
+
+    @abstractmethod
+    def list_versions(self, model: str) -> list[VersionInfo]:
+        """Every version of `model`, oldest first."""
+
+    @abstractmethod
+    def get_version(self, model: str, version: str) -> VersionInfo:
+        """One version with its aliases."""
+
+    @abstractmethod
+    def champion(self, model: str) -> VersionInfo | None:
+        """The version the `champion` alias points at, or None."""
+
+    @abstractmethod
+    def download(self, model: str, version: str, destination: Path) -> Path:
+        """Copy the version's model folder under `destination`; return its path."""
+
+    @abstractmethod
+    def move_champion(self, model: str, version: str, expected: str | None) -> tuple[bool, str]:
+        """Point `champion` at `version` only if it still points at `expected` (None: unset).
+
+        Returns (moved, reason).
+        """
+
+    @abstractmethod
+    def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
+        """Write tags on a model version."""
+
+    @abstractmethod
+    def record_evaluation(
+        self,
+        model: str,
+        evaluation_key: str,
+        *,
+        params: dict[str, str],
+        tags: dict[str, str],
+        metrics: dict[str, float],
+        artifacts: dict[str, bytes],
+        dataset: dict[str, Any] | None = None,
+    ) -> EvaluationRun:
+        """Log an evaluation to exactly one run per evaluation key (reused when it exists)."""
+
+
+class MlflowModelRegistry(ModelRegistry):
+    """MLflow's model registry and tracking through `MlflowClient`."""
+
+    tracking_uri: str
+    experiment_prefix: str = "eval-assets"
+    artifact_root: str | None = None
+    ui_url: str | None = None
+
+    _client: Any = PrivateAttr(default=None)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def list_versions(self, model: str) -> list[VersionInfo]:
+        with _unavailable("list versions of", model, self.tracking_uri):
+            versions = self.client.search_model_versions(f"name = '{model}'")
+        return sorted((_info(v) for v in versions), key=lambda v: int(v.version))
+
+    def get_version(self, model: str, version: str) -> VersionInfo:
+        with _unavailable("read", f"{model} v{version}", self.tracking_uri):
+            return _info(self.client.get_model_version(model, str(version)))
+
+    def champion(self, model: str) -> VersionInfo | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with _unavailable("read the champion of", model, self.tracking_uri):
+                return _info(self.client.get_model_version_by_alias(model, CHAMPION_ALIAS))
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def download(self, model: str, version: str, destination: Path) -> Path:
+        import mlflow.artifacts
+
+        destination.mkdir(parents=True, exist_ok=True)
+        with _unavailable("download", f"{model} v{version}", self.tracking_uri):
+            uri = self.client.get_model_version_download_uri(model, str(version))
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(destination), tracking_uri=self.tracking_uri
+            )
+        return Path(local)
+
+    def move_champion(self, model: str, version: str, expected: str | None) -> tuple[bool, str]:
+        current = self.champion(model)
+        current_version = current.version if current else None
+        if current_version != expected:
+            return False, (
+                f"champion is now {current_version or 'unset'}, not {expected or 'unset'} as "
+                "compared against; not moved"
+            )
+        with _unavailable("move the champion of", model, self.tracking_uri):
+            self.client.set_registered_model_alias(model, CHAMPION_ALIAS, str(version))
+        return True, f"champion moved from {expected or 'unset'} to {version}"
+
+    def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
+        with _unavailable("tag", f"{model} v{version}", self.tracking_uri):
+            for key, value in tags.items():
+                self.client.set_model_version_tag(model, str(version), key, value)
+
+    def record_evaluation(
+        self,
+        model: str,
+        evaluation_key: str,
+        *,
+        params: dict[str, str],
+        tags: dict[str, str],
+        metrics: dict[str, float],
+        artifacts: dict[str, bytes],
+        dataset: dict[str, Any] | None = None,
+    ) -> EvaluationRun:
+        from mlflow.entities import Metric, Param, RunTag
+
+        with _unavailable("log the evaluation of", model, self.tracking_uri):
+            experiment_id = self._experiment(model)
+            existing = self.client.search_runs(
+                [experiment_id],
+                filter_string=f"tags.`{EVAL_KEY_TAG}` = '{evaluation_key}'",
+                max_results=1,
+            )
+            if existing:
+                run_id = existing[0].info.run_id
+                return EvaluationRun(run_id, created=False, url=self._run_url(experiment_id, run_id))
+            run = self.client.create_run(
+                experiment_id,
+                tags={EVAL_KEY_TAG: evaluation_key, **tags},
+                run_name=tags.get("mlflow.runName"),
+            )
+            run_id = run.info.run_id
+            try:
+                self.client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), 0, 0) for k, v in sorted(metrics.items())],
+                    params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+                    tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())],
+                )
+                with tempfile.TemporaryDirectory() as folder:
+                    for name, data in artifacts.items():
+                        target = Path(folder) / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_bytes(data)
+                    self.client.log_artifacts(run_id, folder)
+                if dataset is not None:
+                    self._log_dataset(run_id, dataset)
+                self.client.set_terminated(run_id, "FINISHED")
+            except Exception:
+                # A half-logged run would satisfy the lookup above forever: remove it so the retry
+                # starts clean.
+                self.client.delete_run(run_id)
+                raise
+        return EvaluationRun(run_id, created=True, url=self._run_url(experiment_id, run_id))
+
+    def _experiment(self, model: str) -> str:
+        name = f"{self.experiment_prefix}/{model}"
+        found = self.client.get_experiment_by_name(name)
+        if found:
+            return found.experiment_id
+        # Embedded MLflow would put artifacts under the working directory; keep them in state.
+        location = f"{self.artifact_root.rstrip('/')}/{model}" if self.artifact_root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def _log_dataset(self, run_id: str, dataset: dict[str, Any]) -> None:
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        data = mlflow.data.from_pandas(
+            dataset["frame"],
+            source=dataset["source"],
+            name=dataset["name"],
+            digest=dataset["digest"][:36],
+            targets=dataset.get("targets"),
+        )
+        self.client.log_inputs(
+            run_id,
+            [DatasetInput(data._to_mlflow_entity(), [InputTag("mlflow.data.context", "evaluation")])],
+        )
+
+    def _run_url(self, experiment_id: str, run_id: str) -> str | None:
+        base = self.ui_url or (
+            self.tracking_uri if self.tracking_uri.startswith("http") else None
+        )
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+
+def _info(version: Any) -> VersionInfo:
+    return VersionInfo(
+        name=version.name,
+        version=str(version.version),
+        status=str(version.status),
+        run_id=version.run_id,
+        source=version.source,
+        created_ms=int(version.creation_timestamp or 0),
+        aliases=tuple(getattr(version, "aliases", None) or ()),
+        tags=dict(version.tags or {}),
+    )
+
+
+class _unavailable:
+    """Turn connection failures into RegistryUnavailable with the URI and what was attempted."""
+
+    def __init__(self, action: str, what: str, uri: str):
+        self.message = f"MLflow at {uri} is unavailable: could not {action} {what}"
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        from mlflow.exceptions import MlflowException
+
+        text = str(exc)
+        connection = isinstance(exc, (ConnectionError, TimeoutError, OSError)) or (
+            isinstance(exc, MlflowException)
+            and any(s in text for s in ("Max retries", "Connection", "timed out", "API request"))
+        )
+        if connection:
+            raise RegistryUnavailable(f"{self.message}: {text.splitlines()[0][:300]}") from exc
+        return False
+
+
+@dataclass
+class _FakeState:
+    versions: dict[str, dict[str, tuple[VersionInfo, Path]]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tags: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+
+_FAKE_STATES: dict[str, _FakeState] = {}
+
+
+class FakeModelRegistry(ModelRegistry):
+    """An in-memory registry for unit tests: versions are local model folders.
+
+    Dagster may re-create a resource per run, so the state lives in a module-level table keyed
+    by `namespace`, shared by every copy with the same namespace.
+    """
+
+    namespace: str = "default"
+
+    @property
+    def state(self) -> _FakeState:
+        return _FAKE_STATES.setdefault(self.namespace, _FakeState())
+
+    def register(self, model: str, folder: Path, status: str = "READY") -> VersionInfo:
+        versions = self.state.versions.setdefault(model, {})
+        version = str(len(versions) + 1)
+        info = VersionInfo(model, version, status, run_id=f"run-{model}-{version}", source=str(folder))
+        versions[version] = (info, folder)
+        return info
+
+    def list_versions(self, model: str) -> list[VersionInfo]:
+        return [self.get_version(model, v) for v in self.state.versions.get(model, {})]
+
+    def get_version(self, model: str, version: str) -> VersionInfo:
+        info, _ = self.state.versions[model][str(version)]
+        aliases = (CHAMPION_ALIAS,) if self.state.aliases.get(model) == info.version else ()
+        tags = self.state.tags.get((model, info.version), {})
+        return VersionInfo(**{**info.__dict__, "aliases": aliases, "tags": dict(tags)})
+
+    def champion(self, model: str) -> VersionInfo | None:
+        version = self.state.aliases.get(model)
+        return self.get_version(model, version) if version else None
+
+    def download(self, model: str, version: str, destination: Path) -> Path:
+        _, folder = self.state.versions[model][str(version)]
+        target = destination / folder.name
+        shutil.copytree(folder, target, dirs_exist_ok=True)
+        return target
+
+    def move_champion(self, model: str, version: str, expected: str | None) -> tuple[bool, str]:
+        current = self.state.aliases.get(model)
+        if current != expected:
+            return False, f"champion is now {current or 'unset'}, not {expected or 'unset'}"
+        self.state.aliases[model] = str(version)
+        return True, f"champion moved from {expected or 'unset'} to {version}"
+
+    def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
+        self.state.tags.setdefault((model, str(version)), {}).update(tags)
+
+    def record_evaluation(self, model: str, evaluation_key: str, **logged: Any) -> EvaluationRun:
+        runs = self.state.runs
+        if evaluation_key in runs:
+            return EvaluationRun(runs[evaluation_key]["run_id"], created=False)
+        run_id = f"fake-run-{len(runs) + 1}"
+        runs[evaluation_key] = {"run_id": run_id, **logged}
+        return EvaluationRun(run_id, created=True)

@@ -1,0 +1,139 @@
+"""Where evaluation outputs live, in open formats: Parquet tables and JSON documents.
+
+`EvaluationStore` is a folder, locally or under an S3 prefix; `OpenFormatIOManager` stores asset
+outputs in it by asset key and partition, and assets that need another partition (the champion's
+predictions) read it through the same paths.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    ConfigurableIOManager,
+    ConfigurableResource,
+    InputContext,
+    OutputContext,
+    ResourceDependency,
+)
+from dagster_aws.s3 import S3Resource
+
+from eval_assets.core import atomic
+from eval_assets.core.evaluation import to_json
+
+
+class EvaluationStore(ConfigurableResource):
+    """A folder of evaluation outputs."""
+
+    @abstractmethod
+    def read(self, relative: str) -> bytes | None:
+        """The bytes at `relative`, or None when absent."""
+
+    @abstractmethod
+    def write(self, relative: str, data: bytes) -> str:
+        """Store `data` whole (never half-written); return its location."""
+
+    @abstractmethod
+    def location(self, relative: str) -> str:
+        """A path or URL for people."""
+
+    def read_frame(self, relative: str) -> pd.DataFrame | None:
+        data = self.read(relative)
+        return None if data is None else pd.read_parquet(io.BytesIO(data))
+
+    def write_frame(self, relative: str, frame: pd.DataFrame) -> str:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return self.write(relative, buffer.getvalue())
+
+    def read_json(self, relative: str) -> Any:
+        data = self.read(relative)
+        return None if data is None else json.loads(data)
+
+    def write_json(self, relative: str, value: Any) -> str:
+        return self.write(relative, to_json(value).encode())
+
+
+class LocalEvaluationStore(EvaluationStore):
+    """Outputs under a local folder."""
+
+    root: str
+
+    def read(self, relative: str) -> bytes | None:
+        path = Path(self.root) / relative
+        return path.read_bytes() if path.is_file() else None
+
+    def write(self, relative: str, data: bytes) -> str:
+        return str(atomic.write_bytes(Path(self.root) / relative, data))
+
+    def location(self, relative: str) -> str:
+        return str(Path(self.root).resolve() / relative)
+
+
+class S3EvaluationStore(EvaluationStore):
+    """Outputs under an S3 prefix; a PUT is all or nothing."""
+
+    bucket: str
+    prefix: str = "evaluations"
+    s3: ResourceDependency[S3Resource]
+
+    def _key(self, relative: str) -> str:
+        return f"{self.prefix.strip('/')}/{relative}" if self.prefix else relative
+
+    def read(self, relative: str) -> bytes | None:
+        client = self.s3.get_client()
+        try:
+            return client.get_object(Bucket=self.bucket, Key=self._key(relative))["Body"].read()
+        except client.exceptions.NoSuchKey:
+            return None
+
+    def write(self, relative: str, data: bytes) -> str:
+        self.s3.get_client().put_object(Bucket=self.bucket, Key=self._key(relative), Body=data)
+        return self.location(relative)
+
+    def location(self, relative: str) -> str:
+        return f"s3://{self.bucket}/{self._key(relative)}"
+
+
+def output_path(asset_path: list[str], partition_key: str | None, suffix: str) -> str:
+    """``<asset key path>/<partition dims as folders><suffix>``."""
+    parts = list(asset_path)
+    if partition_key:
+        parts += partition_key.split("|")
+    return "/".join(parts) + suffix
+
+
+class OpenFormatIOManager(ConfigurableIOManager):
+    """Tables as Parquet, everything else as canonical JSON, in the evaluation store."""
+
+    store: ResourceDependency[EvaluationStore]
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        partition = context.partition_key if context.has_partition_key else None
+        path = context.asset_key.path
+        if isinstance(obj, pd.DataFrame):
+            where = self.store.write_frame(output_path(path, partition, ".parquet"), obj)
+        else:
+            where = self.store.write_json(output_path(path, partition, ".json"), obj)
+        context.add_output_metadata({"stored_at": where})
+
+    def load_input(self, context: InputContext) -> Any:
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        path = context.asset_key.path
+        frame = self.store.read_frame(output_path(path, partition, ".parquet"))
+        if frame is not None:
+            return frame
+        value = self.store.read_json(output_path(path, partition, ".json"))
+        if value is None:
+            raise FileNotFoundError(
+                f"no stored output for {'/'.join(path)} partition {partition}: "
+                "materialize it first"
+            )
+        return value
