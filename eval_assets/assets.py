@@ -5,8 +5,6 @@ gate) -> promotion. Each asset is a few lines over `eval_assets.core`; the champ
 comparison is the champion's own `predictions` partition on the same snapshot, computed once.
 """
 
-from __future__ import annotations
-
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from dagster import (
     DataVersion,
     Failure,
     MetadataValue,
-    MultiToSingleDimensionPartitionMapping,
     Output,
     TableColumn,
     TableRecord,
@@ -45,7 +42,6 @@ from eval_assets.core.predicates import parse_predicate, predicate_columns
 from eval_assets.core.provenance import git_commit
 from eval_assets.core.slicing import build_slices
 from eval_assets.partitions import (
-    MODEL_DIM,
     SNAPSHOT_DIM,
     evaluation_partitions,
     model_version_partitions,
@@ -69,8 +65,6 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
     pairs = evaluation_partitions(model, dataset)
     key = lambda name: AssetKey([model, name])  # noqa: E731
     common = dict(key_prefix=[model], group_name=model, code_version=CODE_VERSION)
-    by_snapshot = MultiToSingleDimensionPartitionMapping(partition_dimension_name=SNAPSHOT_DIM)
-    by_model = MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL_DIM)
     tags = {"eval_assets/model": model}
 
     @asset(
@@ -131,8 +125,8 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
         name="predictions",
         partitions_def=pairs,
         ins={
-            "data_snapshot": AssetIn(key=key("data_snapshot"), partition_mapping=by_snapshot),
-            "model_version": AssetIn(key=key("model_version"), partition_mapping=by_model),
+            "data_snapshot": AssetIn(key=key("data_snapshot")),
+            "model_version": AssetIn(key=key("model_version")),
         },
         description="One score per snapshot row with label and slice keys (Parquet).",
         tags=tags,
@@ -177,7 +171,7 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
         ins={
             "predictions": AssetIn(key=key("predictions")),
             "slice_metrics": AssetIn(key=key("slice_metrics")),
-            "model_version": AssetIn(key=key("model_version"), partition_mapping=by_model),
+            "model_version": AssetIn(key=key("model_version")),
         },
         check_specs=check_specs,
         description="The candidate against the champion on the same rows; one blocking check per gate.",
@@ -211,7 +205,7 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
             model,
             key_,
             params=record["params"],
-            tags=record["tags"] | {"dagster.run_id": context.run_id},
+            tags=record["tags"] | {"dagster.run_id": context.run.run_id},
             metrics=_flat_metrics(result),
             artifacts={
                 "verdict.json": _json_bytes(record["verdict"]),

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from pydantic import ValidationError
 
 from eval_assets.core import EVALUATOR_VERSION, atomic
 from eval_assets.core.contract import DatasetError, read_table, validate_dataset, validate_scores
@@ -25,7 +28,7 @@ from eval_assets.core.criteria import (
     load_criteria,
 )
 from eval_assets.core.digests import artifact_digest, evaluation_key
-from eval_assets.core.evaluation import evaluate, to_json
+from eval_assets.core.evaluation import Evaluation, evaluate, to_json
 from eval_assets.core.models import LoadedModel, ModelLoadError, load_model
 from eval_assets.core.predicates import PredicateError
 from eval_assets.core.provenance import git_commit, run_id
@@ -64,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CriteriaError, DatasetError, ModelLoadError, PredicateError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # an unreadable input or an unwritable --out; never "gate failed"
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -71,12 +77,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     criteria = _criteria(args)
     progress(f"reading {args.data_path}")
     frame = read_table(args.data_path)
-    dataset = validate_dataset(frame, criteria.dataset, str(args.data_path))
+    dataset = validate_dataset(
+        frame, criteria.dataset, str(args.data_path),
+        required_columns=criteria.referenced_columns(),
+    )
     contract = criteria.dataset
 
     def score(path: Path, role: str) -> tuple[LoadedModel, np.ndarray]:
         # The user names these files themselves, so pickle is allowed; the format is reported.
-        model = load_model(path, allow_pickle=True)
+        model = load_model(
+            path, allow_pickle=True,
+            trusted_skops_types=criteria.loading.trusted_skops_types,
+        )
         progress(f"scoring {len(frame):,} rows with the {role} ({model.format}: {path})")
         scores = model.predict_scores(frame, dataset.features, contract.positive_class)
         validate_scores(scores, frame, contract.id_column, str(path))
@@ -95,38 +107,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(
         criteria, dataset.labels, slices, fairness, candidate_scores, champion_scores
     )
-    key = evaluation_key(candidate.digest, artifact_digest(args.data_path), criteria.digest())
-    identity = run_id(key)
+    data_digest = artifact_digest(args.data_path)
+    key = evaluation_key(candidate.digest, data_digest, criteria.digest())
+    # The run folder is one comparison: a different champion must not replace its outputs.
+    run_key = (
+        evaluation_key(candidate.digest, data_digest, criteria.digest(),
+                       champion_digest=champion.digest)
+        if champion else key
+    )
+    identity = run_id(run_key)
     progress(f"writing {args.out / identity}")
 
     staged = atomic.staging_dir(args.out / identity)
-    metrics = {
-        "evaluation_key": key,
-        "evaluator_version": EVALUATOR_VERSION,
-        "run_id": identity,
-        "git_commit": git_commit(),
-        "candidate": {"path": str(args.model_path), "format": candidate.format,
-                      "digest": candidate.digest},
-        "champion": (
-            {"path": str(args.champion_path), "format": champion.format, "digest": champion.digest}
-            if champion else None
-        ),
-        "data": {"path": str(args.data_path), "digest": artifact_digest(args.data_path),
-                 "rows": len(frame)},
-        "criteria": {"model": criteria.model, "hash": criteria.digest(),
-                     "path": str(args.criteria) if args.criteria else None},
-        "threshold": contract.threshold,
-        **result.metrics_record(),
-    }
-    (staged / "metrics.json").write_text(to_json(metrics))
-    (staged / "confusion_matrix.png").write_bytes(
-        confusion_matrix_png(result.candidate, result.champion, threshold=contract.threshold)
-    )
-    gated = bool(criteria.gates) or champion is not None
-    if gated:
-        verdict = {"evaluation_key": key, "run_id": identity, **result.verdict.to_dict()}
-        (staged / "verdict.json").write_text(to_json(verdict))
-    atomic.publish_dir(staged, args.out / identity)
+    try:
+        gated = _write_outputs(staged, args, result, criteria, candidate, champion, frame,
+                               key, identity, data_digest)
+        atomic.publish_dir(staged, args.out / identity)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)  # nothing half-written stays in --out
+        raise
 
     if not gated:
         progress("done: no gates were asked for (give --criteria or --champion-path)")
@@ -140,12 +139,63 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_PASS if passed else EXIT_GATE_FAILED
 
 
+def _write_outputs(
+    staged: Path,
+    args: argparse.Namespace,
+    result: Evaluation,
+    criteria: Criteria,
+    candidate: LoadedModel,
+    champion: LoadedModel | None,
+    frame: pd.DataFrame,
+    key: str,
+    identity: str,
+    data_digest: str,
+) -> bool:
+    """Write every output into the staging folder; True when a verdict was written."""
+    contract = criteria.dataset
+    metrics = {
+        "evaluation_key": key,
+        "evaluator_version": EVALUATOR_VERSION,
+        "run_id": identity,
+        "git_commit": git_commit(),
+        "candidate": {"path": str(args.model_path), "format": candidate.format,
+                      "digest": candidate.digest},
+        "champion": (
+            {"path": str(args.champion_path), "format": champion.format, "digest": champion.digest}
+            if champion else None
+        ),
+        "data": {"path": str(args.data_path), "digest": data_digest, "rows": len(frame)},
+        "criteria": {"model": criteria.model, "hash": criteria.digest(),
+                     "path": str(args.criteria) if args.criteria else None},
+        "threshold": contract.threshold,
+        **result.metrics_record(),
+    }
+    (staged / "metrics.json").write_text(to_json(metrics))
+    (staged / "confusion_matrix.png").write_bytes(
+        confusion_matrix_png(result.candidate, result.champion, threshold=contract.threshold)
+    )
+    gated = bool(criteria.gates) or champion is not None
+    if gated:
+        verdict = {"evaluation_key": key, "run_id": identity, **result.verdict.to_dict()}
+        (staged / "verdict.json").write_text(to_json(verdict))
+    return gated
+
+
 def _criteria(args: argparse.Namespace) -> Criteria:
     if args.criteria:
         criteria = load_criteria(args.criteria)
         if args.label_column and args.label_column != criteria.dataset.label_column:
-            dataset = criteria.dataset.model_copy(update={"label_column": args.label_column})
-            criteria = criteria.model_copy(update={"dataset": dataset})
+            # Re-validated, so that the override cannot break the contract's own rules.
+            data = criteria.model_dump(mode="json")
+            data["dataset"]["label_column"] = args.label_column
+            try:
+                criteria = Criteria.model_validate(data)
+            except ValidationError as exc:
+                problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+                raise CriteriaError(
+                    f"{args.criteria}: --label-column {args.label_column!r} does not fit the "
+                    f"criteria: {problems}"
+                ) from None
         return criteria
     if not args.label_column:
         raise CriteriaError("without --criteria, --label-column must name the label column")

@@ -29,11 +29,6 @@ from dagster_aws.s3 import S3Resource
 
 from eval_assets.assets import build_evaluation_assets
 from eval_assets.core.criteria import Criteria, CriteriaError, load_criteria
-from eval_assets.partitions import (
-    evaluation_partitions,
-    model_version_partitions,
-    snapshot_partitions,
-)
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import MlflowModelRegistry
 from eval_assets.resources.snapshots import LocalSnapshotStore, S3SnapshotStore
@@ -101,8 +96,10 @@ def load_criteria_folder(folder: Path) -> list[Criteria]:
     return loaded
 
 
-def build_definitions(settings: Settings) -> Definitions:
-    """The code location for one set of settings."""
+def build_definitions(
+    settings: Settings, resource_overrides: dict[str, object] | None = None
+) -> Definitions:
+    """The code location for one set of settings; tests replace resources by key."""
     all_criteria = load_criteria_folder(settings.criteria_dir)
     executor = in_process_executor if settings.executor == "in_process" else multiprocess_executor
     assets, jobs, sensors = [], [], []
@@ -114,21 +111,18 @@ def build_definitions(settings: Settings) -> Definitions:
         ingest_version = define_asset_job(
             f"{model}_model_version_job",
             selection=[by_name["model_version"]],
-            partitions_def=model_version_partitions(model),
             executor_def=executor,
             description=f"Download and pin one version of {model}.",
         )
         ingest_snapshot = define_asset_job(
             f"{model}_snapshot_job",
             selection=[by_name["data_snapshot"]],
-            partitions_def=snapshot_partitions(dataset),
             executor_def=executor,
             description=f"Validate one {dataset} snapshot for {model}.",
         )
         evaluate_job = define_asset_job(
             f"{model}_evaluation_job",
             selection=[by_name[n] for n in ("predictions", "slice_metrics", "gate_verdict", "promotion")],
-            partitions_def=evaluation_partitions(model, dataset),
             executor_def=executor,
             description=f"Evaluate one version of {model} on one snapshot and gate its promotion.",
         )
@@ -137,7 +131,12 @@ def build_definitions(settings: Settings) -> Definitions:
             build_registry_sensor(criteria, ingest_version, evaluate_job),
             build_snapshot_sensor(criteria, ingest_snapshot, evaluate_job),
         ]
-    return Definitions(assets=assets, jobs=jobs, sensors=sensors, resources=resources(settings))
+    return Definitions(
+        assets=assets,
+        jobs=jobs,
+        sensors=sensors,
+        resources={**resources(settings), **(resource_overrides or {})},
+    )
 
 
 def resources(settings: Settings) -> dict[str, object]:

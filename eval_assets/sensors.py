@@ -6,17 +6,15 @@ with the evaluation key as run key, so each (artifact, snapshot, criteria, evalu
 evaluated once however often the sensor ticks.
 """
 
-from __future__ import annotations
+from typing import Any
 
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetKey,
     DefaultSensorStatus,
-    JobDefinition,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
-    UnresolvedAssetJobDefinition,
     sensor,
 )
 
@@ -35,7 +33,7 @@ from eval_assets.resources.registry import ModelRegistry, VersionInfo
 from eval_assets.resources.snapshots import SnapshotInfo, SnapshotStore
 
 SENSOR_INTERVAL_SECONDS = 10
-Job = JobDefinition | UnresolvedAssetJobDefinition
+Job = Any  # a job definition, resolved or not
 
 
 def build_registry_sensor(criteria: Criteria, ingest_job: Job, evaluate_job: Job):

@@ -6,6 +6,7 @@ owns the data can fix it without a debugger.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +49,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt"):
             return pd.read_csv(path, encoding="utf-8", encoding_errors="strict", low_memory=False)
-    except UnicodeDecodeError as exc:
-        raise DatasetError(
-            source, [f"not valid UTF-8 text: byte {exc.object[exc.start]:#x} at offset {exc.start}"]
-        ) from None
+    except UnicodeDecodeError:
+        # pandas reports the offset inside its own buffer; find the byte in the file instead.
+        raise DatasetError(source, [f"not valid UTF-8 text: {_first_invalid_utf8(path)}"]) from None
     except pd.errors.EmptyDataError:
         raise DatasetError(source, ["the file is empty: no header and no rows"]) from None
     except (pd.errors.ParserError, OSError, ValueError) as exc:
@@ -60,9 +60,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def validate_dataset(
-    frame: pd.DataFrame, contract: DatasetContract, source: str
+    frame: pd.DataFrame,
+    contract: DatasetContract,
+    source: str,
+    *,
+    required_columns: Iterable[str] = (),
 ) -> ValidatedDataset:
-    """Check a frame against the contract and return it with 0/1 labels and its features."""
+    """Check a frame against the contract and return it with 0/1 labels and its features.
+
+    `required_columns` names further columns the data must have, such as the columns the slices
+    and fairness attributes read (`Criteria.referenced_columns()`).
+    """
     problems: list[str] = []
     if len(frame) == 0:
         raise DatasetError(source, ["the dataset has no rows"])
@@ -76,6 +84,7 @@ def validate_dataset(
     if id_col != "__row__":
         required.insert(0, id_col)
     required += [c for c in contract.columns if c not in required]
+    required += [c for c in required_columns if c not in required]
     missing = [c for c in required if c not in frame.columns]
     for column in missing:
         problems.append(f"column {column!r}: missing (the contract requires it)")
@@ -91,8 +100,12 @@ def validate_dataset(
     ids = frame[id_col] if id_col != "__row__" else pd.Series(np.arange(len(frame)))
 
     def where(rows: np.ndarray) -> str:
-        shown = [f"row {int(r) + 2 if source.endswith('.csv') else int(r)} (id {ids.iloc[r]!r})"
-                 for r in rows[:MAX_SHOWN]]
+        # In a CSV file the first data row is on line 2 (after the header); elsewhere, row 0.
+        csv = source.lower().endswith(".csv")
+        shown = [
+            f"line {int(r) + 2}" if csv else f"row {int(r)}" for r in rows[:MAX_SHOWN]
+        ]
+        shown = [f"{at} (id {_shown(ids.iloc[r])})" for at, r in zip(shown, rows, strict=False)]
         more = f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else ""
         return ", ".join(shown) + more
 
@@ -111,8 +124,8 @@ def validate_dataset(
     if outside.any():
         rows = np.flatnonzero(outside)
         problems.append(
-            f"column {label_col!r}: value {labels.iloc[rows[0]]!r} is not one of the two classes "
-            f"{contract.negative_class!r}, {contract.positive_class!r} at {where(rows)}"
+            f"column {label_col!r}: value {_shown(labels.iloc[rows[0]])} is not one of the two "
+            f"classes {contract.negative_class!r}, {contract.positive_class!r} at {where(rows)}"
         )
 
     if id_col != "__row__":
@@ -120,7 +133,8 @@ def validate_dataset(
         if duplicated.any():
             rows = np.flatnonzero(duplicated)
             problems.append(
-                f"column {id_col!r}: duplicate id {frame[id_col].iloc[rows[0]]!r} at {where(rows)}"
+                f"column {id_col!r}: duplicate id {_shown(frame[id_col].iloc[rows[0]])} "
+                f"at {where(rows)}"
             )
         if frame[id_col].isna().any():
             rows = np.flatnonzero(frame[id_col].isna().to_numpy())
@@ -134,7 +148,7 @@ def validate_dataset(
             if infinite.any():
                 rows = np.flatnonzero(infinite)
                 problems.append(
-                    f"column {column!r}: infinite value {values[rows[0]]!r} at {where(rows)}"
+                    f"column {column!r}: infinite value {_shown(values[rows[0]])} at {where(rows)}"
                 )
         if not contract.allow_missing_features and series.isna().any():
             rows = np.flatnonzero(series.isna().to_numpy())
@@ -159,10 +173,28 @@ def validate_scores(scores: np.ndarray, frame: pd.DataFrame, id_column: str, sou
         raise DatasetError(
             source,
             [
-                f"model score {scores[first]!r} for row {first} (id {ident!r}) is not a "
-                f"probability in [0, 1]; {len(rows)} such row(s)"
+                f"model score {_shown(scores[first])} for row {first} (id {_shown(ident)}) is "
+                f"not a probability in [0, 1]; {len(rows)} such row(s)"
             ],
         )
+
+
+def _first_invalid_utf8(path: Path) -> str:
+    """Where the first byte that is not UTF-8 sits: byte value, file offset and line."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"byte {data[exc.start]:#x} at offset {exc.start} (line {line})"
+    return "a byte sequence that is not UTF-8"
+
+
+def _shown(value: object) -> str:
+    """repr of a cell value as the person wrote it: 2, not np.int64(2)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
 
 
 def _is_class(labels: pd.Series, cls: int | str) -> np.ndarray:
@@ -181,20 +213,20 @@ def _type_problem(series: pd.Series, expected: str) -> tuple[str, np.ndarray] | 
         bad = numeric.isna() & series.notna()
         if bad.any():
             rows = np.flatnonzero(bad.to_numpy())
-            return f"expected {expected}, found {series.iloc[rows[0]]!r}", rows
+            return f"expected {expected}, found {_shown(series.iloc[rows[0]])}", rows
         if expected == "integer":
             values = numeric.dropna().to_numpy(dtype=float)
             fractional = np.flatnonzero(
                 (numeric.notna() & (numeric != np.floor(numeric))).to_numpy()
             )
             if len(values) and len(fractional):
-                return f"expected integer, found {series.iloc[fractional[0]]!r}", fractional
+                return f"expected integer, found {_shown(series.iloc[fractional[0]])}", fractional
         return None
     if expected == "boolean":
         ok = series.isna() | series.isin([True, False, 0, 1, "true", "false", "True", "False"])
         if not ok.all():
             rows = np.flatnonzero(~ok.to_numpy())
-            return f"expected boolean, found {series.iloc[rows[0]]!r}", rows
+            return f"expected boolean, found {_shown(series.iloc[rows[0]])}", rows
         return None
     # string: anything but numbers stored as numbers is acceptable text.
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
@@ -202,5 +234,5 @@ def _type_problem(series: pd.Series, expected: str) -> tuple[str, np.ndarray] | 
     bad = series.notna() & ~series.map(lambda v: isinstance(v, str))
     if bad.any():
         rows = np.flatnonzero(bad.to_numpy())
-        return f"expected string, found {series.iloc[rows[0]]!r}", rows
+        return f"expected string, found {_shown(series.iloc[rows[0]])}", rows
     return None

@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from eval_assets.core.metrics import FAIRNESS_METRICS, HIGHER_IS_BETTER, METRIC_NAMES
 from eval_assets.core.predicates import PredicateError, parse_predicate, predicate_columns
 from eval_assets.core.slicing import OVERALL
 
 CRITERIA_SCHEMA_VERSION = 1
+# Metrics whose value always lies in [0, 1] (log loss is unbounded above).
+UNIT_INTERVAL_METRICS = frozenset(METRIC_NAMES) - {"log_loss"}
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 ColumnType = Literal["integer", "float", "string", "boolean"]
 DecisionMode = Literal["point", "non_inferiority"]
@@ -28,6 +38,19 @@ DecisionMode = Literal["point", "non_inferiority"]
 
 class CriteriaError(ValueError):
     """Criteria that cannot be used; the message names the file, line and key."""
+
+
+class _KeyError(ValueError):
+    """A validation error that knows which key (below the validated object) is at fault.
+
+    pydantic reports errors of a model validator at the model itself; `loc` lets the criteria
+    loader point at the exact key and line instead (pydantic keeps the exception in the error's
+    context).
+    """
+
+    def __init__(self, message: str, *loc: str | int):
+        super().__init__(message)
+        self.loc = loc
 
 
 class _Strict(BaseModel):
@@ -100,8 +123,19 @@ class ValueSlices(_Strict):
     )
 
 
-SliceSpec = PredicateSlice | ValueSlices
-SliceSelector = Literal["key", "all"] | list[str]
+def _slice_kind(value: Any) -> str:
+    # A slice is a predicate slice when it says `where`, else a value slice (`by`); choosing the
+    # member up front keeps the other member's irrelevant errors out of the message.
+    if isinstance(value, dict):
+        return "value" if "by" in value and "where" not in value else "predicate"
+    return "value" if isinstance(value, ValueSlices) else "predicate"
+
+
+SliceSpec = Annotated[
+    Annotated[PredicateSlice, Tag("predicate")] | Annotated[ValueSlices, Tag("value")],
+    Discriminator(_slice_kind),
+]
+SliceSelector = Literal["key", "all"] | Annotated[list[str], Field(min_length=1)]
 
 
 class _Gate(_Strict):
@@ -125,7 +159,20 @@ class AbsoluteGate(_Gate):
         if self.min is None and self.max is None:
             raise ValueError("an absolute gate needs min or max")
         if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is above max {self.max}: no value can pass")
+            raise _KeyError(f"min {self.min} is above max {self.max}: no value can pass", "min")
+        if self.metric in UNIT_INTERVAL_METRICS:
+            if self.min is not None and self.min > 1:
+                raise _KeyError(
+                    f"{self.metric} lies in [0, 1]; min {self.min} can never pass", "min"
+                )
+            if self.max is not None and self.max < 0:
+                raise _KeyError(
+                    f"{self.metric} lies in [0, 1]; max {self.max} can never pass", "max"
+                )
+        elif self.max is not None and self.max < 0:
+            raise _KeyError(
+                f"{self.metric} is never negative; max {self.max} can never pass", "max"
+            )
         return self
 
 
@@ -171,10 +218,14 @@ class FairnessGate(_Gate):
             )
         if self.min is None and self.max is None:
             raise ValueError("a fairness gate needs max (a difference) or min (a ratio)")
-        if self.metric.endswith("ratio") and self.min is not None and not 0 <= self.min <= 1:
-            raise ValueError(f"a ratio lies in [0, 1]; min {self.min} can never pass")
-        if self.metric.endswith("difference") and self.max is not None and self.max < 0:
-            raise ValueError(f"a difference is never negative; max {self.max} can never pass")
+        # Differences of rates and ratios of rates both lie in [0, 1].
+        kind = "ratio" if self.metric.endswith("ratio") else "difference"
+        if self.min is not None and self.min > 1:
+            raise _KeyError(f"a {kind} lies in [0, 1]; min {self.min} can never pass", "min")
+        if self.max is not None and self.max < 0:
+            raise _KeyError(f"a {kind} lies in [0, 1]; max {self.max} can never pass", "max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _KeyError(f"min {self.min} is above max {self.max}: no value can pass", "min")
         return self
 
 
@@ -226,7 +277,7 @@ class Criteria(_Strict):
     schema_version: Literal[1] = CRITERIA_SCHEMA_VERSION
     model: str = Field(description="registered model name")
     dataset: DatasetContract
-    slices: list[PredicateSlice | ValueSlices] = Field(default_factory=list)
+    slices: list[SliceSpec] = Field(default_factory=list)
     fairness: list[str] = Field(default_factory=list, description="fairness attribute columns")
     gates: list[Gate] = Field(default_factory=list)
     policy: Policy = Policy()
@@ -236,39 +287,68 @@ class Criteria(_Strict):
     @model_validator(mode="after")
     def _references(self) -> Criteria:
         names = [OVERALL]
-        for spec in self.slices:
+        value_columns = set()
+        for index, spec in enumerate(self.slices):
             name = spec.name if isinstance(spec, PredicateSlice) else spec.by
             if name in names:
-                raise ValueError(f"slice {name!r} is declared twice")
+                field = "name" if isinstance(spec, PredicateSlice) else "by"
+                raise _KeyError(f"slice {name!r} is declared twice", "slices", index, field)
             names.append(name)
-        gate_names = [g.name for g in self.gates]
-        duplicates = sorted({n for n in gate_names if gate_names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"gate names must be unique; repeated: {', '.join(duplicates)}")
+            if isinstance(spec, ValueSlices):
+                value_columns.add(spec.by)
+        seen: set[str] = set()
+        for index, gate in enumerate(self.gates):
+            if gate.name in seen:
+                raise _KeyError(
+                    f"gate names must be unique; {gate.name!r} is used twice",
+                    "gates", index, "name",
+                )
+            seen.add(gate.name)
         known = self.known_columns()
-        for spec in self.slices:
-            used = (
-                predicate_columns(parse_predicate(spec.where))
-                if isinstance(spec, PredicateSlice)
-                else {spec.by}
-            )
-            _check_columns(used, known, f"slice {getattr(spec, 'name', None) or spec.by!r}")
-        _check_columns(set(self.fairness), known, "fairness")
-        for gate in self.gates:
+        for index, spec in enumerate(self.slices):
+            if isinstance(spec, PredicateSlice):
+                where = ("slices", index, "where")
+                try:
+                    used = predicate_columns(parse_predicate(spec.where, columns=known))
+                except PredicateError as exc:
+                    raise _KeyError(str(exc), *where) from None
+                _check_columns(used, known, f"slice {spec.name!r}", where)
+            else:
+                _check_columns({spec.by}, known, f"slice by {spec.by!r}", ("slices", index, "by"))
+        for index, attribute in enumerate(self.fairness):
+            _check_columns({attribute}, known, "fairness", ("fairness", index))
+        for index, gate in enumerate(self.gates):
             if isinstance(gate, FairnessGate):
                 if gate.attribute not in self.fairness:
-                    raise ValueError(
+                    raise _KeyError(
                         f"gate {gate.name!r}: attribute {gate.attribute!r} is not listed under "
-                        f"fairness ({', '.join(self.fairness) or 'none'})"
+                        f"fairness ({', '.join(self.fairness) or 'none'})",
+                        "gates", index, "attribute",
                     )
             elif isinstance(gate.slices, list):
-                unknown = [s for s in gate.slices if s not in names and s.split("=")[0] not in names]
+                unknown = [
+                    s
+                    for s in gate.slices
+                    if s not in names
+                    and not ("=" in s and s.split("=", 1)[0] in value_columns)
+                ]
                 if unknown:
-                    raise ValueError(
+                    raise _KeyError(
                         f"gate {gate.name!r}: unknown slice(s) {', '.join(unknown)}; "
-                        f"declared: {', '.join(names)}"
+                        f"declared: {', '.join(names)}",
+                        "gates", index, "slices",
                     )
         return self
+
+    def referenced_columns(self) -> list[str]:
+        """Columns the slices and fairness attributes read, which the data must therefore have."""
+        used: set[str] = set(self.fairness)
+        for spec in self.slices:
+            if isinstance(spec, PredicateSlice):
+                used |= predicate_columns(parse_predicate(spec.where))
+            else:
+                used.add(spec.by)
+        return sorted(used)
 
     def known_columns(self) -> set[str] | None:
         """Columns the contract declares, or None when features are 'all other columns'."""
@@ -328,6 +408,8 @@ def parse_criteria(text: str, source: str = "<criteria>") -> Criteria:
         problems = []
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+            cause = (error.get("ctx") or {}).get("error")
+            loc += tuple(getattr(cause, "loc", ()))
             key = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(node, loc)
             message = error["msg"].removeprefix("Value error, ")
@@ -344,25 +426,33 @@ def criteria_json_schema() -> dict[str, Any]:
 
 def _check_metric(metric: str) -> None:
     if metric not in METRIC_NAMES:
-        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}")
+        raise _KeyError(f"unknown metric {metric!r}; known: {', '.join(METRIC_NAMES)}", "metric")
 
 
-def _check_columns(used: set[str], known: set[str] | None, where: str) -> None:
+def _check_columns(
+    used: set[str], known: set[str] | None, where: str, loc: tuple[str | int, ...]
+) -> None:
     if known is None:
         return
     unknown = sorted(used - known)
     if unknown:
-        raise ValueError(
-            f"{where} uses column(s) {', '.join(unknown)} that the dataset contract does not declare"
+        raise _KeyError(
+            f"{where} uses column(s) {', '.join(unknown)} that the dataset contract does not "
+            "declare",
+            *loc,
         )
 
 
+_UNION_TAGS = frozenset(
+    {"absolute", "change", "fairness", "support", "predicate", "value"}
+    | {"int", "str", "float", "bool", "none"}
+)
+
+
 def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the chosen union member ("absolute", "PredicateSlice", ...) into error paths.
+    # pydantic puts the chosen union member ("absolute", "int", "list[str]", ...) into error paths.
     return isinstance(part, str) and (
-        part in ("absolute", "change", "fairness", "support")
-        or re.fullmatch(r"[A-Z][A-Za-z]+", part) is not None
-        or part.startswith(("list[", "literal["))
+        part in _UNION_TAGS or part.startswith(("list[", "literal[", "function-"))
     )
 
 

@@ -24,6 +24,9 @@ def artifact_digest(path: str | Path) -> str:
     path = Path(path)
     if path.is_file():
         return file_digest(path)
+    if not path.is_dir():
+        # A missing path must not digest like an empty folder.
+        raise FileNotFoundError(f"{path}: no such file or folder")
     digest = hashlib.sha256()
     for item in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(item.relative_to(path).as_posix().encode() + b"\0")
@@ -36,7 +39,15 @@ def evaluation_key(
     snapshot_digest: str,
     criteria_hash: str,
     evaluator_version: str = EVALUATOR_VERSION,
+    *,
+    champion_digest: str | None = None,
 ) -> str:
-    """Identity of one evaluation: same model bytes, data, criteria and evaluator, same key."""
+    """Identity of one evaluation: same model bytes, data, criteria and evaluator, same key.
+
+    `champion_digest` adds the champion's bytes, for an identity of one comparison (the command
+    line tool's run folder); without it the key is the candidate evaluation's alone.
+    """
     fields = ("eval-assets/1", model_digest, snapshot_digest, criteria_hash, evaluator_version)
+    if champion_digest is not None:
+        fields += (f"champion:{champion_digest}",)
     return hashlib.sha256("\n".join(fields).encode()).hexdigest()

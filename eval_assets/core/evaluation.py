@@ -82,11 +82,9 @@ def evaluate(
     candidate = candidate_metrics or model_metrics(
         y, candidate_scores, slices, fairness, threshold
     )
-    champion = None
-    if champion_scores is not None:
-        champion = champion_metrics or model_metrics(
-            y, champion_scores, slices, fairness, threshold
-        )
+    champion = champion_metrics
+    if champion is None and champion_scores is not None:
+        champion = model_metrics(y, champion_scores, slices, fairness, threshold)
     intervals = paired_bootstrap(
         y,
         candidate_scores,

@@ -55,6 +55,8 @@ class ModelMetrics:
         return float(self.slices.at[slice_name, metric])
 
     def disparity(self, attribute: str, metric: str) -> float | None:
+        if self.disparities.empty:
+            return None
         rows = self.disparities[
             (self.disparities["attribute"] == attribute) & (self.disparities["metric"] == metric)
         ]
@@ -167,6 +169,15 @@ def decide(
         else:
             names = select_slices(gate.slices, criteria, present)
             results = [_slice_result(gate, criteria, s, candidate, champion, ci) for s in names]
+            if not results:  # never silent: a gate that covers nothing says so, and fails closed
+                results = [
+                    GateResult(
+                        gate=gate.name, kind=gate.kind, slice="(none)",
+                        metric=getattr(gate, "metric", "support"), outcome=MISSING,
+                        passed=False, threshold=_threshold_text(gate),
+                        reason="the gate selects no slice",
+                    )
+                ]
         gates.append(
             GateVerdict(gate.name, gate.kind, gate.description or _describe(gate), tuple(results))
         )

@@ -9,7 +9,6 @@ must lie inside that folder.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,11 @@ class LoadedModel:
     def positive_column(self, positive_class: int | str) -> int:
         """Index of the positive class in predict_proba's columns."""
         classes = list(getattr(self.estimator, "classes_", [0, 1]))
+        if len(classes) != 2:
+            raise ModelLoadError(
+                f"{self.path}: the model has {len(classes)} classes {classes}; a binary "
+                "classifier is required"
+            )
         for index, cls in enumerate(classes):
             if cls == positive_class or str(cls) == str(positive_class):
                 return index
@@ -139,8 +143,11 @@ def _load_file(path: Path, fmt: str, allow_pickle: bool, trusted: Sequence[str])
 
         try:
             untrusted = skops.io.get_untrusted_types(file=path)
-        except (zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"{path}: not a readable skops file (corrupt or truncated): {exc}")
+        except Exception as exc:  # zipfile, json and skops errors of a damaged archive
+            raise ModelLoadError(
+                f"{path}: not a readable skops file (corrupt or truncated): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         refused = sorted(set(untrusted) - set(trusted))
         if refused:
             raise ModelLoadError(

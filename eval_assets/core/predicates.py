@@ -5,11 +5,16 @@ whitelist; it is never evaluated. Only a column compared with literals, combined
 ``or``, ``not`` and parentheses, is accepted. A bare word on the right-hand side or inside a list
 is a string literal, so ``country == US`` and ``merchant_category in [electronics, travel]`` read
 as a person would write them.
+
+Missing values never match: a comparison on a missing value is unknown, and unknown stays unknown
+through ``not`` (three-valued logic, as in SQL), so ``not (country == US)`` does not select rows
+whose country is missing.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +60,13 @@ class Not:
 Predicate = Comparison | BoolOp | Not
 
 
-def parse_predicate(text: str) -> Predicate:
-    """Parse a predicate string into a tree, or raise PredicateError saying what is wrong."""
+def parse_predicate(text: str, columns: Collection[str] | None = None) -> Predicate:
+    """Parse a predicate string into a tree, or raise PredicateError saying what is wrong.
+
+    With `columns` (the known column names), a bare word on the right-hand side that names a
+    column is refused: comparing two columns is not supported, and reading the word as text would
+    silently select nothing. Quote it to mean the text.
+    """
     if not isinstance(text, str) or not text.strip():
         raise PredicateError("a predicate must be a non-empty string")
     if len(text) > MAX_PREDICATE_LENGTH:
@@ -65,7 +75,7 @@ def parse_predicate(text: str) -> Predicate:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
         raise PredicateError(f"cannot parse {text!r}: {exc.msg}") from None
-    return _convert(tree.body, text)
+    return _convert(tree.body, text, frozenset(columns or ()))
 
 
 def predicate_columns(predicate: Predicate) -> set[str]:
@@ -79,17 +89,35 @@ def predicate_columns(predicate: Predicate) -> set[str]:
 
 def evaluate_predicate(predicate: Predicate, frame: pd.DataFrame) -> np.ndarray:
     """Boolean row mask of `frame` where the predicate holds; missing values never match."""
+    holds, _ = _truth(predicate, frame)
+    return holds
+
+
+def _truth(predicate: Predicate, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(rows where the predicate is true, rows where it is false); the rest are unknown."""
     if isinstance(predicate, Not):
-        return ~evaluate_predicate(predicate.operand, frame)
+        holds, fails = _truth(predicate.operand, frame)
+        return fails, holds
     if isinstance(predicate, BoolOp):
-        masks = [evaluate_predicate(p, frame) for p in predicate.operands]
-        combine = np.logical_and if predicate.op == "and" else np.logical_or
-        return combine.reduce(masks)
+        parts = [_truth(p, frame) for p in predicate.operands]
+        trues = [t for t, _ in parts]
+        falses = [f for _, f in parts]
+        if predicate.op == "and":
+            return np.logical_and.reduce(trues), np.logical_or.reduce(falses)
+        return np.logical_or.reduce(trues), np.logical_and.reduce(falses)
+    if predicate.column not in frame.columns:
+        raise PredicateError(f"column {predicate.column!r} is not in the data")
     column = frame[predicate.column]
+    known = column.notna().to_numpy(dtype=bool)
+    mask = _compare(predicate, column)
+    return mask & known, ~mask & known
+
+
+def _compare(predicate: Comparison, column: pd.Series) -> np.ndarray:
     op, value = predicate.op, predicate.value
     if op in ("in", "not in"):
-        mask = column.isin(list(value)).to_numpy()
-        return ~mask & column.notna().to_numpy() if op == "not in" else mask
+        mask = column.isin(list(value)).to_numpy(dtype=bool)
+        return ~mask if op == "not in" else mask
     try:
         result = {
             "==": column.__eq__,
@@ -104,15 +132,15 @@ def evaluate_predicate(predicate: Predicate, frame: pd.DataFrame) -> np.ndarray:
             f"column {predicate.column!r} (dtype {column.dtype}) cannot be compared with "
             f"{value!r} using {op}"
         ) from None
-    return (result & column.notna()).to_numpy(dtype=bool)
+    return result.fillna(False).to_numpy(dtype=bool)
 
 
-def _convert(node: ast.AST, text: str) -> Predicate:
+def _convert(node: ast.AST, text: str, columns: frozenset[str]) -> Predicate:
     if isinstance(node, ast.BoolOp):
         op = "and" if isinstance(node.op, ast.And) else "or"
-        return BoolOp(op, tuple(_convert(v, text) for v in node.values))
+        return BoolOp(op, tuple(_convert(v, text, columns) for v in node.values))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-        return Not(_convert(node.operand, text))
+        return Not(_convert(node.operand, text, columns))
     if isinstance(node, ast.Compare):
         if len(node.ops) != 1:
             raise PredicateError(
@@ -125,14 +153,26 @@ def _convert(node: ast.AST, text: str) -> Predicate:
             )
         op = _COMPARISONS.get(type(node.ops[0]))
         if op is None:
-            raise PredicateError(f"in {text!r}: operator {type(node.ops[0]).__name__} is not allowed")
+            name = type(node.ops[0]).__name__
+            raise PredicateError(f"in {text!r}: operator {name} is not allowed")
         right = node.comparators[0]
         if op in ("in", "not in"):
             if not isinstance(right, (ast.List, ast.Tuple, ast.Set)):
                 raise PredicateError(f"in {text!r}: '{op}' needs a list such as [a, b]")
-            value: Any = tuple(_literal(e, text) for e in right.elts)
+            elements = list(right.elts)
         else:
-            value = _literal(right, text)
+            elements = [right]
+        for element in elements:
+            if isinstance(element, ast.Name) and (
+                element.id in columns or element.id == node.left.id
+            ):
+                raise PredicateError(
+                    f"in {text!r}: {element.id!r} is a column; a column can only be compared "
+                    f"with literal values, not with another column (write '{element.id}' in "
+                    "quotes to mean the text)"
+                )
+        literals = tuple(_literal(e, text) for e in elements)
+        value: Any = literals if op in ("in", "not in") else literals[0]
         return Comparison(node.left.id, op, value)
     raise PredicateError(
         f"in {text!r}: {ast.unparse(node)!r} is not a comparison of a column with a value "

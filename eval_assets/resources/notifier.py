@@ -1,7 +1,5 @@
 """Alerts about gate failures and promotions: always a log line, a webhook when configured."""
 
-from __future__ import annotations
-
 import json
 import logging
 import urllib.request

@@ -4,8 +4,6 @@
 `FakeModelRegistry` keeps everything in memory for fast tests.
 """
 
-from __future__ import annotations
-
 import shutil
 import tempfile
 from abc import abstractmethod

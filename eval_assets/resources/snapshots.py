@@ -9,8 +9,6 @@ The manifest carries the data file's SHA-256, checked on every read, so a half-u
 altered snapshot is never evaluated.
 """
 
-from __future__ import annotations
-
 import hashlib
 import io
 import json

@@ -5,8 +5,6 @@ outputs in it by asset key and partition, and assets that need another partition
 predictions) read it through the same paths.
 """
 
-from __future__ import annotations
-
 import io
 import json
 from abc import abstractmethod

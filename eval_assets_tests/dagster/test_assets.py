@@ -1,0 +1,170 @@
+"""The asset graph with fake services: gates block promotion, the champion moves only on a full
+pass, every gate emits a check result, and the champion's predictions are computed once."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from eval_assets.definitions import Settings, build_definitions
+from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
+from eval_assets.resources.notifier import RecordingNotifier
+from eval_assets.resources.registry import FakeModelRegistry
+from eval_assets.resources.snapshots import LocalSnapshotStore
+from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
+from eval_assets_tests.support.factories import (
+    DATASET,
+    MODEL,
+    golden_frame,
+    save_mlflow_model,
+    train,
+    write_criteria,
+)
+
+SNAPSHOT = "snap-001"
+
+
+class World:
+    """Definitions over fakes, an ephemeral instance, and helpers to run the jobs."""
+
+    def __init__(self, tmp: Path, models: dict[str, object]):
+        self.registry = FakeModelRegistry(namespace=uuid.uuid4().hex)
+        self.snapshots = LocalSnapshotStore(root=str(tmp / "snapshots"))
+        self.store = LocalEvaluationStore(root=str(tmp / "outputs"))
+        RecordingNotifier.sent.clear()
+        settings = Settings.from_env(
+            {"EVAL_ASSETS_STATE": str(tmp / "state"),
+             "EVAL_ASSETS_CRITERIA_DIR": str(write_criteria(tmp / "criteria").parent)}
+        )
+        self.defs = build_definitions(
+            settings,
+            {
+                "model_registry": self.registry,
+                "snapshot_store": self.snapshots,
+                "evaluation_store": self.store,
+                "io_manager": OpenFormatIOManager(store=self.store),
+                "notifier": RecordingNotifier(),
+            },
+        )
+        self.instance = DagsterInstance.ephemeral()
+        self.snapshots.publish(DATASET, SNAPSHOT, golden_frame())
+        self.instance.add_dynamic_partitions(snapshot_partitions(DATASET).name, [SNAPSHOT])
+        assert self.run(f"{MODEL}_snapshot_job", SNAPSHOT).success
+        for name, model in models.items():
+            info = self.registry.register(MODEL, save_mlflow_model(model, tmp / "models" / name))
+            key = f"{MODEL}.v{info.version}"
+            self.instance.add_dynamic_partitions(model_version_partitions(MODEL).name, [key])
+            assert self.run(f"{MODEL}_model_version_job", key).success
+
+    def run(self, job: str, partition: str):
+        return self.defs.resolve_job_def(job).execute_in_process(
+            partition_key=partition, instance=self.instance, raise_on_error=False
+        )
+
+    def evaluate(self, version: int):
+        return self.run(f"{MODEL}_evaluation_job", evaluation_key(f"{MODEL}.v{version}", SNAPSHOT))
+
+    def materialized(self, asset: str, version: int) -> bool:
+        done = self.instance.get_materialized_partitions(AssetKey([MODEL, asset]))
+        return f"{MODEL}.v{version}|{SNAPSHOT}" in done
+
+    def checks(self, result) -> dict[str, bool]:
+        return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return World(
+        tmp_path_factory.mktemp("world"),
+        {
+            "v1": train("weak"),
+            "v2": train("good"),
+            "v3": train("bad"),
+            "v4": train("good", seed=9),
+            "v5": train("good", seed=13),
+        },
+    )
+
+
+GATES = {"overall_roc_auc_floor", "key_slice_roc_auc_vs_champion", "age_band_equalized_odds",
+         "key_slice_support"}
+
+
+def test_first_version_without_champion_is_judged_on_absolute_gates_and_promoted(world: World):
+    result = world.evaluate(1)
+    assert result.success
+    checks = world.checks(result)
+    assert set(checks) == GATES and all(checks.values())
+    assert world.materialized("promotion", 1)
+    assert world.registry.champion(MODEL).version == "1"
+    tags = world.registry.get_version(MODEL, "1").tags
+    assert tags["eval_assets.verdict"] == "passed" and len(tags["eval_assets.evaluation_key"]) == 64
+
+
+def test_better_candidate_passes_every_gate_and_moves_the_alias(world: World):
+    result = world.evaluate(2)
+    assert result.success, world.checks(result)
+    assert all(world.checks(result).values())
+    assert world.registry.champion(MODEL).version == "2"
+    verdict = world.store.read_json(f"{MODEL}/gate_verdict/{MODEL}.v2/{SNAPSHOT}.json")
+    assert verdict["champion_version"] == "1"
+    assert verdict["champion_partition"] == f"{MODEL}.v1|{SNAPSHOT}"
+
+
+def test_failing_gate_blocks_promotion_and_alerts(world: World):
+    result = world.evaluate(3)
+    assert not result.success  # a failed blocking check fails the run
+    checks = world.checks(result)
+    assert set(checks) == GATES
+    assert checks["overall_roc_auc_floor"] is False
+    assert checks["key_slice_roc_auc_vs_champion"] is False
+    assert world.materialized("gate_verdict", 3)
+    assert not world.materialized("promotion", 3)
+    assert world.registry.champion(MODEL).version == "2"
+    alerts = [a for a in RecordingNotifier.sent if a["event"] == "gate_failed"]
+    assert alerts and alerts[-1]["version"] == "3"
+    assert "overall_roc_auc_floor" in alerts[-1]["summary"] or "roc_auc" in alerts[-1]["summary"]
+
+
+def test_check_metadata_carries_the_numbers(world: World):
+    result = world.evaluate(3)
+    evaluation = next(
+        e for e in result.get_asset_check_evaluations()
+        if e.check_name == "key_slice_roc_auc_vs_champion"
+    )
+    metadata = {k: v.value for k, v in evaluation.metadata.items()}
+    for key in ("slice", "metric", "candidate", "champion", "change", "interval", "threshold",
+                "support", "outcome"):
+        assert key in metadata, key
+    assert metadata["outcome"] == "fail"
+    assert metadata["champion"] > metadata["candidate"]
+
+
+def test_rerun_of_the_same_evaluation_reuses_its_tracking_run(world: World):
+    runs_before = dict(world.registry.state.runs)
+    world.evaluate(2)
+    assert world.registry.state.runs.keys() == runs_before.keys()
+
+
+def test_champion_predictions_are_computed_in_the_run_once_then_reused(world: World):
+    # v5 becomes champion by hand, never evaluated on this snapshot: the next evaluation computes
+    # its predictions in the same run, and later candidates reuse them.
+    key = AssetKey([MODEL, "predictions"])
+    partition = f"{MODEL}.v5|{SNAPSHOT}"
+
+    def champion_materializations() -> int:
+        records = world.instance.fetch_materializations(key, limit=1000).records
+        return sum(r.partition_key == partition for r in records)
+
+    moved, _ = world.registry.move_champion(MODEL, "5", expected="2")
+    assert moved and champion_materializations() == 0
+    world.evaluate(3)  # blocked: v5 stays champion
+    assert champion_materializations() == 1
+    world.evaluate(1)  # blocked too, against the same stored champion predictions
+    assert champion_materializations() == 1
+    assert world.registry.champion(MODEL).version == "5"
+    verdict = world.store.read_json(f"{MODEL}/gate_verdict/{MODEL}.v1/{SNAPSHOT}.json")
+    assert verdict["champion_partition"] == partition
