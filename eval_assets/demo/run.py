@@ -79,11 +79,12 @@ def main() -> int:
 
 def drive(defs: Definitions, instance: DagsterInstance, sensor_name: str, max_ticks: int = 6) -> None:
     """Tick a sensor and run what it requests, until it has nothing more to do."""
-    sensor = defs.get_sensor_def(sensor_name)
+    sensor = defs.resolve_sensor_def(sensor_name)
     cursor, done = None, set()
     for _ in range(max_ticks):
         with build_sensor_context(
-            instance=instance, cursor=cursor, definitions=defs, sensor_name=sensor_name
+            instance=instance, cursor=cursor, definitions=defs, sensor_name=sensor_name,
+            resources=defs.resources,
         ) as context:
             result = sensor(context)
         cursor = result.cursor or cursor

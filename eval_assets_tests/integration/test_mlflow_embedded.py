@@ -1,0 +1,118 @@
+"""The asset graph against the real MLflow library on a SQLite store (no server): the champion
+alias, version tags and tracking runs are MLflow's own, driven by the project's sensors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from dagster import AssetKey, DagsterInstance
+from mlflow.tracking import MlflowClient
+
+from eval_assets.definitions import Settings, build_definitions
+from eval_assets.demo.run import drive
+from eval_assets.resources.registry import EVAL_KEY_TAG
+from eval_assets_tests.support.factories import DATASET, MODEL, golden_frame, train, write_criteria
+
+pytestmark = pytest.mark.integration
+SNAPSHOT = "snap-001"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    settings = Settings.from_env(
+        {
+            "EVAL_ASSETS_STATE": str(tmp / "state"),
+            "EVAL_ASSETS_CRITERIA_DIR": str(write_criteria(tmp / "criteria").parent),
+            "MLFLOW_TRACKING_URI": uri,
+        }
+    )
+    defs = build_definitions(settings)
+    instance = DagsterInstance.ephemeral()
+    defs.resources["snapshot_store"].publish(DATASET, SNAPSHOT, golden_frame())
+    drive(defs, instance, f"{MODEL}_snapshot_sensor")
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("training", artifact_location=(tmp / "art").as_uri())
+    client = MlflowClient(uri)
+
+    def register(kind: str, **kw: object) -> str:
+        with mlflow.start_run(experiment_id=experiment):
+            logged = mlflow.sklearn.log_model(
+                train(kind, **kw), name="model", registered_model_name=MODEL
+            )
+        drive(defs, instance, f"{MODEL}_registry_sensor")
+        return str(logged.registered_model_version)
+
+    yield defs, instance, client, register
+    mlflow.set_tracking_uri(None)
+
+
+def evaluation_runs(client: MlflowClient) -> list:
+    experiment = client.get_experiment_by_name(f"eval-assets/{MODEL}")
+    return client.search_runs([experiment.experiment_id], max_results=100)
+
+
+def test_sensor_driven_evaluations_move_the_alias_only_on_a_full_pass(env):
+    defs, instance, client, register = env
+    assert register("weak") == "1"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+
+    assert register("good") == "2"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    tags = client.get_model_version(MODEL, "2").tags
+    assert tags["eval_assets.verdict"] == "passed"
+    assert {"eval_assets.evaluation_key", "eval_assets.criteria_hash"} <= set(tags)
+
+    assert register("bad") == "3"
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    promoted = instance.get_materialized_partitions(AssetKey([MODEL, "promotion"]))
+    assert f"{MODEL}.v3|{SNAPSHOT}" not in promoted
+    assert "eval_assets.verdict" not in client.get_model_version(MODEL, "3").tags
+    verdicts = {r.data.tags["eval_assets.version"]: r.data.tags["eval_assets.verdict"]
+                for r in evaluation_runs(client)}
+    assert verdicts == {"1": "passed", "2": "passed", "3": "failed"}
+
+
+def test_rerun_of_an_evaluation_key_creates_no_second_mlflow_run(env):
+    defs, instance, client, _ = env
+    before = evaluation_runs(client)
+    keys = [r.data.tags[EVAL_KEY_TAG] for r in before]
+    assert len(keys) == len(set(keys))
+    job = defs.resolve_job_def(f"{MODEL}_evaluation_job")
+    job.execute_in_process(
+        partition_key=f"{MODEL}.v2|{SNAPSHOT}", instance=instance, raise_on_error=False
+    )
+    drive(defs, instance, f"{MODEL}_registry_sensor")  # a further tick requests nothing new
+    assert sorted(r.info.run_id for r in evaluation_runs(client)) == sorted(
+        r.info.run_id for r in before
+    )
+
+
+def test_evaluation_run_logs_metrics_params_artifacts_and_the_dataset(env):
+    _, _, client, _ = env
+    run = next(r for r in evaluation_runs(client) if r.data.tags["eval_assets.version"] == "2")
+    assert run.data.params["snapshot_id"] == SNAPSHOT
+    assert run.data.params["champion_version"] == "1"
+    assert "roc_auc.overall" in run.data.metrics and "roc_auc.high_value" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"verdict.json", "metrics.json"} <= artifacts
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [f"{DATASET}@{SNAPSHOT}"]
+
+
+def test_definitions_load_with_no_environment_and_no_network():
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    # An unroutable proxy makes any attempted network call fail loudly.
+    env |= {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    code = "from eval_assets.definitions import defs; print(len(list(defs.resolve_all_asset_specs())))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "6"
