@@ -10,6 +10,8 @@ Environment variables (all optional: a fresh checkout runs on embedded defaults)
   the local folder; ``AWS_ENDPOINT_URL`` selects any S3-compatible endpoint.
 - ``EVAL_ASSETS_OUTPUT_BUCKET``: evaluation outputs on S3 instead of the state folder.
 - ``EVAL_ASSETS_ALERT_WEBHOOK_URL``: alerts are also posted there (read through ``EnvVar``).
+- ``EVAL_ASSETS_EXECUTOR``: ``in_process`` (default) or ``multiprocess``.
+- ``EVAL_ASSETS_SENSOR_INTERVAL``: seconds between sensor ticks (default 10).
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ from eval_assets.resources.storage import (
     OpenFormatIOManager,
     S3EvaluationStore,
 )
-from eval_assets.sensors import build_registry_sensor, build_snapshot_sensor
+from eval_assets.sensors import (
+    SENSOR_INTERVAL_SECONDS,
+    build_registry_sensor,
+    build_snapshot_sensor,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("local", "staging", "prod")
@@ -55,6 +61,7 @@ class Settings:
     snapshot_prefix: str
     output_bucket: str | None
     executor: str
+    sensor_interval: int
 
     @property
     def artifact_root(self) -> str | None:
@@ -79,6 +86,7 @@ class Settings:
             snapshot_prefix=env.get("EVAL_ASSETS_SNAPSHOT_PREFIX", "snapshots"),
             output_bucket=env.get("EVAL_ASSETS_OUTPUT_BUCKET") or None,
             executor=env.get("EVAL_ASSETS_EXECUTOR", "in_process"),
+            sensor_interval=int(env.get("EVAL_ASSETS_SENSOR_INTERVAL", SENSOR_INTERVAL_SECONDS)),
         )
 
 
@@ -128,8 +136,8 @@ def build_definitions(
         )
         jobs += [ingest_version, ingest_snapshot, evaluate_job]
         sensors += [
-            build_registry_sensor(criteria, ingest_version, evaluate_job),
-            build_snapshot_sensor(criteria, ingest_snapshot, evaluate_job),
+            build_registry_sensor(criteria, ingest_version, evaluate_job, settings.sensor_interval),
+            build_snapshot_sensor(criteria, ingest_snapshot, evaluate_job, settings.sensor_interval),
         ]
     return Definitions(
         assets=assets,

@@ -36,7 +36,9 @@ SENSOR_INTERVAL_SECONDS = 10
 Job = Any  # a job definition, resolved or not
 
 
-def build_registry_sensor(criteria: Criteria, ingest_job: Job, evaluate_job: Job):
+def build_registry_sensor(
+    criteria: Criteria, ingest_job: Job, evaluate_job: Job, interval: int = SENSOR_INTERVAL_SECONDS
+):
     """Registry sensor: new READY versions are ingested, then evaluated on the latest snapshot."""
     model = criteria.model
     versions_def = model_version_partitions(model)
@@ -44,7 +46,7 @@ def build_registry_sensor(criteria: Criteria, ingest_job: Job, evaluate_job: Job
     @sensor(
         name=f"{model}_registry_sensor",
         jobs=[ingest_job, evaluate_job],
-        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        minimum_interval_seconds=interval,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Evaluates every new version of {model} in the registry on the latest snapshot.",
     )
@@ -116,7 +118,9 @@ def build_registry_sensor(criteria: Criteria, ingest_job: Job, evaluate_job: Job
     return registry_sensor
 
 
-def build_snapshot_sensor(criteria: Criteria, ingest_job: Job, evaluate_job: Job):
+def build_snapshot_sensor(
+    criteria: Criteria, ingest_job: Job, evaluate_job: Job, interval: int = SENSOR_INTERVAL_SECONDS
+):
     """Snapshot sensor: complete new snapshots are ingested, then the champion is evaluated on them."""
     model, dataset = criteria.model, criteria.dataset.name
     snapshots_def = snapshot_partitions(dataset)
@@ -124,7 +128,7 @@ def build_snapshot_sensor(criteria: Criteria, ingest_job: Job, evaluate_job: Job
     @sensor(
         name=f"{model}_snapshot_sensor",
         jobs=[ingest_job, evaluate_job],
-        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        minimum_interval_seconds=interval,
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Ingests each complete {dataset} snapshot and re-evaluates the champion on it.",
     )
