@@ -12,28 +12,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-from pydantic import ValidationError
+# The evaluation core (pandas, scikit-learn, matplotlib) is imported when a command runs, so that
+# `--help` and usage errors answer at once.
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
-from eval_assets.core import EVALUATOR_VERSION, atomic
-from eval_assets.core.contract import DatasetError, read_table, validate_dataset, validate_scores
-from eval_assets.core.criteria import (
-    ChangeGate,
-    Criteria,
-    CriteriaError,
-    criteria_json_schema,
-    default_criteria,
-    load_criteria,
-)
-from eval_assets.core.digests import artifact_digest, evaluation_key
-from eval_assets.core.evaluation import Evaluation, evaluate, to_json
-from eval_assets.core.models import LoadedModel, ModelLoadError, load_model
-from eval_assets.core.predicates import PredicateError
-from eval_assets.core.provenance import git_commit, run_id
-from eval_assets.core.report import confusion_matrix_png
-from eval_assets.core.slicing import build_slices
+    from eval_assets.core.criteria import Criteria
+    from eval_assets.core.evaluation import Evaluation
+    from eval_assets.core.models import LoadedModel
 
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -55,6 +44,13 @@ class _Progress:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+
+    from eval_assets.core import atomic
+    from eval_assets.core.contract import DatasetError
+    from eval_assets.core.criteria import CriteriaError, criteria_json_schema
+    from eval_assets.core.models import ModelLoadError
+    from eval_assets.core.predicates import PredicateError
+
     if args.command == "schema":
         text = json.dumps(criteria_json_schema(), indent=2, sort_keys=True) + "\n"
         if args.out:
@@ -73,6 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from eval_assets.core import atomic
+    from eval_assets.core.contract import read_table, validate_dataset, validate_scores
+    from eval_assets.core.digests import artifact_digest, evaluation_key
+    from eval_assets.core.evaluation import evaluate
+    from eval_assets.core.models import load_model
+    from eval_assets.core.provenance import run_id
+    from eval_assets.core.slicing import build_slices
+
     progress = _Progress(total=6, quiet=args.quiet)
     criteria = _criteria(args)
     progress(f"reading {args.data_path}")
@@ -109,13 +113,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     data_digest = artifact_digest(args.data_path)
     key = evaluation_key(candidate.digest, data_digest, criteria.digest())
-    # The run folder is one comparison: a different champion must not replace its outputs.
-    run_key = (
-        evaluation_key(candidate.digest, data_digest, criteria.digest(),
-                       champion_digest=champion.digest)
-        if champion else key
-    )
-    identity = run_id(run_key)
+    identity = run_id(key)
+    if champion is not None:
+        # The run folder holds one comparison: a run against another champion must not replace it.
+        identity += f"-vs-{champion.digest[:12]}"
     progress(f"writing {args.out / identity}")
 
     staged = atomic.staging_dir(args.out / identity)
@@ -133,7 +134,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return EXIT_PASS
     for gate in result.verdict.gates:
         mark = "PASS" if gate.passed else "FAIL"
-        print(f"{mark}  {gate.name}: {gate.summary()}")
+        print(f"{mark}  {gate.name}: {gate.summary().removeprefix(f'{gate.name}: ')}")
     passed = result.verdict.passed
     progress(f"verdict: {'passed' if passed else 'FAILED'}; outputs in {args.out / identity}")
     return EXIT_PASS if passed else EXIT_GATE_FAILED
@@ -152,18 +153,27 @@ def _write_outputs(
     data_digest: str,
 ) -> bool:
     """Write every output into the staging folder; True when a verdict was written."""
+    from eval_assets.core import EVALUATOR_VERSION
+    from eval_assets.core.evaluation import to_json
+    from eval_assets.core.provenance import git_commit
+    from eval_assets.core.report import confusion_matrix_png
+
     contract = criteria.dataset
     metrics = {
         "evaluation_key": key,
         "evaluator_version": EVALUATOR_VERSION,
         "run_id": identity,
         "git_commit": git_commit(),
-        "candidate": {"path": str(args.model_path), "format": candidate.format,
-                      "digest": candidate.digest},
-        "champion": (
-            {"path": str(args.champion_path), "format": champion.format, "digest": champion.digest}
-            if champion else None
-        ),
+        # Under "models": the metric tables below take the keys "candidate" and "champion".
+        "models": {
+            "candidate": {"path": str(args.model_path), "format": candidate.format,
+                          "digest": candidate.digest},
+            "champion": (
+                {"path": str(args.champion_path), "format": champion.format,
+                 "digest": champion.digest}
+                if champion else None
+            ),
+        },
         "data": {"path": str(args.data_path), "digest": data_digest, "rows": len(frame)},
         "criteria": {"model": criteria.model, "hash": criteria.digest(),
                      "path": str(args.criteria) if args.criteria else None},
@@ -182,6 +192,16 @@ def _write_outputs(
 
 
 def _criteria(args: argparse.Namespace) -> Criteria:
+    from pydantic import ValidationError
+
+    from eval_assets.core.criteria import (
+        ChangeGate,
+        Criteria,
+        CriteriaError,
+        default_criteria,
+        load_criteria,
+    )
+
     if args.criteria:
         criteria = load_criteria(args.criteria)
         if args.label_column and args.label_column != criteria.dataset.label_column:

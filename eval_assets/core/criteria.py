@@ -402,6 +402,12 @@ def parse_criteria(text: str, source: str = "<criteria>") -> Criteria:
         raise CriteriaError(f"{source}: {where}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise CriteriaError(f"{source}: the criteria file must be a YAML mapping")
+    duplicates = _duplicate_keys(node)
+    if duplicates:
+        # YAML keeps the last of two equal keys silently: a threshold written twice is a mistake.
+        raise CriteriaError(
+            "\n".join(f"{source}: line {line}: {key}: duplicate key" for line, key in duplicates)
+        )
     try:
         return Criteria.model_validate(data)
     except ValidationError as exc:
@@ -454,6 +460,24 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (
         part in _UNION_TAGS or part.startswith(("list[", "literal[", "function-"))
     )
+
+
+def _duplicate_keys(node: yaml.Node | None, path: str = "") -> list[tuple[int, str]]:
+    """(line, dotted key) of every mapping key that repeats an earlier key of its mapping."""
+    found: list[tuple[int, str]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = str(key.value)
+            dotted = f"{path}.{name}" if path else name
+            if name in seen:
+                found.append((key.start_mark.line + 1, dotted))
+            seen.add(name)
+            found += _duplicate_keys(value, dotted)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found += _duplicate_keys(item, f"{path}.{index}" if path else str(index))
+    return found
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:

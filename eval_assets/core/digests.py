@@ -39,15 +39,7 @@ def evaluation_key(
     snapshot_digest: str,
     criteria_hash: str,
     evaluator_version: str = EVALUATOR_VERSION,
-    *,
-    champion_digest: str | None = None,
 ) -> str:
-    """Identity of one evaluation: same model bytes, data, criteria and evaluator, same key.
-
-    `champion_digest` adds the champion's bytes, for an identity of one comparison (the command
-    line tool's run folder); without it the key is the candidate evaluation's alone.
-    """
+    """Identity of one evaluation: same model bytes, data, criteria and evaluator, same key."""
     fields = ("eval-assets/1", model_digest, snapshot_digest, criteria_hash, evaluator_version)
-    if champion_digest is not None:
-        fields += (f"champion:{champion_digest}",)
     return hashlib.sha256("\n".join(fields).encode()).hexdigest()

@@ -120,7 +120,8 @@ def _mlflow_model_file(folder: Path) -> tuple[Path, str]:
         spec = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{mlmodel}: not a valid MLmodel file: {exc}") from None
-    flavor = (spec or {}).get("flavors", {}).get("sklearn") if isinstance(spec, dict) else None
+    flavors = spec.get("flavors") if isinstance(spec, dict) else None
+    flavor = flavors.get("sklearn") if isinstance(flavors, dict) else None
     if not isinstance(flavor, dict) or "pickled_model" not in flavor:
         raise ModelLoadError(f"{mlmodel}: no sklearn flavor with a model file (pickled_model)")
     relative = str(flavor["pickled_model"])

@@ -47,8 +47,18 @@ def build_slices(frame: pd.DataFrame, criteria: Criteria) -> list[Slice]:
         column = frame[spec.by]
         codes, uniques = pd.factorize(column, sort=True)
         for code, value in enumerate(uniques):
-            slices.append(Slice(f"{spec.by}={value}", codes == code, key=spec.key, kind="value"))
+            name = f"{spec.by}={value_text(value)}"
+            slices.append(Slice(name, codes == code, key=spec.key, kind="value"))
     return slices
+
+
+def value_text(value: object) -> str:
+    """A column value as it appears in a slice name: 3, not 3.0 (a column with NaN is float)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
 
 
 def expected_slice_names(criteria: Criteria) -> list[str]:
