@@ -5,6 +5,7 @@ gate) -> promotion. Each asset is a few lines over `eval_assets.core`; the champ
 comparison is the champion's own `predictions` partition on the same snapshot, computed once.
 """
 
+import base64
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,19 +28,28 @@ from dagster import (
     TableColumn,
     TableRecord,
     TableSchema,
+    AssetOut,
     asset,
+    multi_asset,
 )
 
 from eval_assets.core import EVALUATOR_VERSION
 from eval_assets.core.contract import validate_dataset, validate_scores
 from eval_assets.core.criteria import Criteria, PredicateSlice
-from eval_assets.core.digests import artifact_digest, evaluation_key
+from eval_assets.core.audit import build_audit_record, lock_file_sha256, render_audit_record
+from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
 from eval_assets.core.evaluation import Evaluation, evaluate, to_json
 from eval_assets.core.gating import GateVerdict
 from eval_assets.core.metrics import METRIC_NAMES
 from eval_assets.core.models import load_model
 from eval_assets.core.predicates import parse_predicate, predicate_columns
 from eval_assets.core.provenance import git_commit
+from eval_assets.core.report import (
+    confusion_matrices_png,
+    gate_changes_png,
+    html_report,
+    roc_pr_curves_png,
+)
 from eval_assets.core.slicing import build_slices
 from eval_assets.partitions import (
     SNAPSHOT_DIM,
@@ -55,16 +65,21 @@ from eval_assets.resources.snapshots import SnapshotInfo, SnapshotStore
 from eval_assets.resources.storage import EvaluationStore, output_path
 
 DIGEST_TAG = "eval_assets.artifact_sha256"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 LABEL, SCORE, ROW_ID = "label", "score", "row_id"
 CODE_VERSION = EVALUATOR_VERSION
 
 
-def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
-    """The six assets of one model, keyed under the model's name."""
+def build_evaluation_assets(
+    criteria: Criteria, source: Path | None = None
+) -> list[AssetsDefinition]:
+    """The seven assets of one model, keyed under the model's name."""
     model, dataset = criteria.model, criteria.dataset.name
     pairs = evaluation_partitions(model, dataset)
     key = lambda name: AssetKey([model, name])  # noqa: E731
     common = dict(key_prefix=[model], group_name=model, code_version=CODE_VERSION)
+    out_common = dict(group_name=model, code_version=CODE_VERSION, tags={"eval_assets/model": model},
+                      owners=["team:ml-platform"])
     tags = {"eval_assets/model": model}
 
     @asset(
@@ -165,8 +180,20 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
         for gate in criteria.gates
     ]
 
-    @asset(
-        name="gate_verdict",
+    @multi_asset(
+        outs={
+            "gate_verdict": AssetOut(
+                key=key("gate_verdict"),
+                description="The candidate against the champion on the same rows; one blocking "
+                "check per gate.",
+                **out_common,
+            ),
+            "evaluation_report": AssetOut(
+                key=key("evaluation_report"),
+                description="HTML report with plots and the write-once JSON audit record.",
+                **out_common,
+            ),
+        },
         partitions_def=pairs,
         ins={
             "predictions": AssetIn(key=key("predictions")),
@@ -174,9 +201,7 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
             "model_version": AssetIn(key=key("model_version")),
         },
         check_specs=check_specs,
-        description="The candidate against the champion on the same rows; one blocking check per gate.",
-        tags=tags,
-        **common,
+        name=f"{model}__gate_verdict",
     )
     def gate_verdict(
         context: AssetExecutionContext,
@@ -188,6 +213,8 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
         evaluation_store: EvaluationStore,
         notifier: Notifier,
     ):
+        # The report is an output of this same step: a failing blocking check stops every
+        # downstream asset, and a blocked candidate needs its report most.
         keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
         snapshot_id = keys[SNAPSHOT_DIM]
         snapshot = _snapshot_info(snapshot_store, dataset, snapshot_id)
@@ -201,6 +228,16 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
         result = run_evaluation(criteria, predictions, champion_side)
         key_ = evaluation_key(model_version["digest"], snapshot.sha256, criteria.digest())
         record = verdict_record(criteria, result, model_version, snapshot, champion, key_)
+        images = render_images(criteria, result, predictions, champion_side)
+        summary = report_summary(record)
+        html = html_report(
+            title=f"{model_version['partition']} on {snapshot_id}",
+            summary=summary,
+            verdict=result.verdict,
+            candidate=result.candidate,
+            champion=result.champion,
+            images=images,
+        )
         run = model_registry.record_evaluation(
             model,
             key_,
@@ -210,6 +247,8 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
             artifacts={
                 "verdict.json": _json_bytes(record["verdict"]),
                 "metrics.json": _json_bytes(result.metrics_record()),
+                "report.html": html.encode(),
+                **{f"plots/{name}": data for name, data in images.items()},
             },
             dataset={
                 "frame": predictions.drop(columns=[SCORE]),
@@ -221,6 +260,10 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
         )
         record["mlflow_run_id"] = run.run_id
         record["mlflow_run_url"] = run.url
+        report = write_report(
+            context, criteria, source, result, record, model_version, snapshot,
+            evaluation_store, html, images,
+        )
         if not result.verdict.passed:
             notifier.notify(
                 "gate_failed",
@@ -234,8 +277,15 @@ def build_evaluation_assets(criteria: Criteria) -> list[AssetsDefinition]:
             )
         yield Output(
             record,
+            output_name="gate_verdict",
             data_version=DataVersion(key_),
             metadata=_verdict_metadata(record, result, run.url),
+        )
+        yield Output(
+            report,
+            output_name="evaluation_report",
+            data_version=DataVersion(key_),
+            metadata=_report_metadata(report, images, run.url),
         )
         for gate in result.verdict.gates:
             yield AssetCheckResult(
@@ -437,6 +487,107 @@ def champion_predictions(
     return frame
 
 
+def render_images(
+    criteria: Criteria,
+    result: Evaluation,
+    candidate: pd.DataFrame,
+    champion: pd.DataFrame | None,
+) -> dict[str, bytes]:
+    """The report's plots: gated changes, ROC/PR curves, confusion matrices of key slices."""
+    champion_scores = None
+    if champion is not None:
+        champion_scores = champion.set_index(ROW_ID).reindex(candidate[ROW_ID])[SCORE].to_numpy()
+    threshold = criteria.dataset.threshold
+    present = set(result.candidate.slices.index)
+    key_slices = [s for s in criteria.key_slices if s in present and s != "overall"]
+    return {
+        "gate_changes.png": gate_changes_png(result.verdict, criteria),
+        "roc_pr_overall.png": roc_pr_curves_png(
+            candidate[LABEL].to_numpy(), candidate[SCORE].to_numpy(), champion_scores,
+            threshold=threshold,
+        ),
+        "confusion_matrices.png": confusion_matrices_png(
+            result.candidate, result.champion, key_slices, threshold
+        ),
+    }
+
+
+def report_summary(record: dict[str, Any]) -> dict[str, str]:
+    """Key facts for the report's header table."""
+    return {
+        "model": f"{record['model']} v{record['version']}",
+        "snapshot": f"{record['snapshot']} (sha256 {record['snapshot_sha256'][:16]})",
+        "artifact digest": record["artifact_digest"][:16],
+        "champion": f"v{record['champion_version']}" if record["champion_version"] else "none",
+        "criteria hash": record["criteria_hash"][:16],
+        "evaluation key": record["evaluation_key"],
+        "evaluator": record["evaluator_version"],
+        "git commit": record["git_commit"],
+    }
+
+
+def write_report(
+    context: AssetExecutionContext,
+    criteria: Criteria,
+    source: Path | None,
+    result: Evaluation,
+    record: dict[str, Any],
+    facts: dict[str, Any],
+    snapshot: SnapshotInfo,
+    store: EvaluationStore,
+    html: str,
+    images: dict[str, bytes],
+) -> dict[str, Any]:
+    """Store the HTML, the plots and the audit record; the record is written once per key."""
+    folder = output_path([criteria.model, "evaluation_report"], context.partition_key, "")
+    locations = {"html": store.write(f"{folder}/report.html", html.encode())}
+    for name, data in images.items():
+        locations[name] = store.write(f"{folder}/{name}", data)
+    tags = context.run.tags
+    sensor = tags.get("dagster/sensor_name")
+    audit = build_audit_record(
+        evaluation_key=record["evaluation_key"],
+        verdict=result.verdict,
+        model={
+            "name": criteria.model, "version": facts["version"],
+            "artifact_digest": facts["digest"], "format": facts["format"],
+            "run_id": facts["run_id"], "source": facts["source"],
+        },
+        snapshot={
+            "dataset": criteria.dataset.name, "id": snapshot.snapshot_id,
+            "sha256": snapshot.sha256, "rows": snapshot.rows, "location": snapshot.location,
+        },
+        criteria={
+            "model": criteria.model, "hash": criteria.digest(),
+            "file_sha256": file_digest(source) if source else None,
+            "path": _relative(source) if source else None,
+        },
+        code={
+            "git_commit": record["git_commit"], "evaluator_version": EVALUATOR_VERSION,
+            "lock_file_sha256": lock_file_sha256(REPO_ROOT / "uv.lock"),
+        },
+        champion=(
+            {"version": record["champion_version"], "evaluation": record["champion_partition"]}
+            if record["champion_version"] else None
+        ),
+        trigger={
+            "kind": "sensor" if sensor else "manual",
+            "name": sensor or tags.get("user"),
+            "dagster_run_id": context.run.run_id,
+        },
+        mlflow_run_id=record["mlflow_run_id"],
+    )
+    audit_path = f"{criteria.model}/audit/{record['evaluation_key']}.json"
+    existing = store.read(audit_path)
+    if existing is None:
+        locations["audit"] = store.write(audit_path, render_audit_record(audit).encode())
+    else:
+        # Write once: the first evaluation of this key (and who triggered it) stands.
+        context.log.info(f"audit record for {record['evaluation_key'][:12]} exists; kept as is")
+        locations["audit"] = store.location(audit_path)
+    return {"evaluation_key": record["evaluation_key"], "passed": record["passed"], **locations}
+
+
 def verdict_record(
     criteria: Criteria,
     result: Evaluation,
@@ -584,6 +735,23 @@ def _verdict_metadata(record: dict[str, Any], result: Evaluation, url: str | Non
     return metadata
 
 
+def _report_metadata(
+    report: dict[str, Any], images: dict[str, bytes], url: str | None
+) -> dict[str, Any]:
+    encoded = base64.b64encode(images["gate_changes.png"]).decode()
+    metadata: dict[str, Any] = {
+        "gate_changes": MetadataValue.md(
+            f"![changes against the champion with intervals and tolerance]"
+            f"(data:image/png;base64,{encoded})"
+        ),
+        "report": MetadataValue.path(report["html"]),
+        "audit_record": MetadataValue.path(report["audit"]),
+    }
+    if url:
+        metadata["mlflow_run"] = MetadataValue.url(url)
+    return metadata
+
+
 def _check_metadata(gate: GateVerdict) -> dict[str, Any]:
     worst = gate.failures[0] if gate.failures else gate.results[0] if gate.results else None
     metadata: dict[str, Any] = {"outcomes": ", ".join(sorted({r.outcome for r in gate.results}))}
@@ -623,6 +791,14 @@ def _flat_metrics(result: Evaluation) -> dict[str, float]:
 
 def _mlflow_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+
+
+def _relative(path: Path) -> str:
+    # Repository-relative, so the same evaluation gives the same record on any checkout.
+    try:
+        return path.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _snapshot_info(store: SnapshotStore, dataset: str, snapshot_id: str) -> SnapshotInfo:

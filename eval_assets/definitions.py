@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import (
+    AssetKey,
+    AssetSelection,
     Definitions,
     EnvVar,
     define_asset_job,
@@ -92,7 +94,7 @@ class Settings:
 
 def load_criteria_folder(folder: Path) -> list[Criteria]:
     """Every ``*.yaml`` criteria file; one bad file stops the code location with its message."""
-    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
+    files = sorted(folder.glob("*.yaml"))
     if not files:
         raise CriteriaError(f"{folder}: no criteria files (*.yaml): nothing to evaluate")
     loaded = [load_criteria(f) for f in files]
@@ -109,28 +111,31 @@ def build_definitions(
 ) -> Definitions:
     """The code location for one set of settings; tests replace resources by key."""
     all_criteria = load_criteria_folder(settings.criteria_dir)
+    files = {c.model: settings.criteria_dir / f"{c.model}.yaml" for c in all_criteria}
     executor = in_process_executor if settings.executor == "in_process" else multiprocess_executor
     assets, jobs, sensors = [], [], []
     for criteria in all_criteria:
         model, dataset = criteria.model, criteria.dataset.name
-        model_assets = build_evaluation_assets(criteria)
+        model_assets = build_evaluation_assets(criteria, files[model])
         assets += model_assets
-        by_name = {a.key.path[-1]: a for a in model_assets}
+        select = lambda *names: AssetSelection.assets(*(AssetKey([model, n]) for n in names))  # noqa: E731
         ingest_version = define_asset_job(
             f"{model}_model_version_job",
-            selection=[by_name["model_version"]],
+            selection=select("model_version"),
             executor_def=executor,
             description=f"Download and pin one version of {model}.",
         )
         ingest_snapshot = define_asset_job(
             f"{model}_snapshot_job",
-            selection=[by_name["data_snapshot"]],
+            selection=select("data_snapshot"),
             executor_def=executor,
             description=f"Validate one {dataset} snapshot for {model}.",
         )
         evaluate_job = define_asset_job(
             f"{model}_evaluation_job",
-            selection=[by_name[n] for n in ("predictions", "slice_metrics", "gate_verdict", "promotion")],
+            selection=select(
+                "predictions", "slice_metrics", "gate_verdict", "evaluation_report", "promotion"
+            ),
             executor_def=executor,
             description=f"Evaluate one version of {model} on one snapshot and gate its promotion.",
         )
@@ -144,6 +149,8 @@ def build_definitions(
         jobs=jobs,
         sensors=sensors,
         resources={**resources(settings), **(resource_overrides or {})},
+        # Also the executor of ad-hoc materializations (UI, `dagster asset materialize`).
+        executor=executor,
     )
 
 

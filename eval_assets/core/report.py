@@ -1,8 +1,19 @@
-"""Pictures and documents of an evaluation, rendered to bytes (the caller decides where)."""
+"""Pictures and documents of an evaluation, rendered to bytes (the caller decides where).
+
+Every function is pure: identical inputs give identical bytes (fixed figure sizes, fixed dpi, no
+timestamp or software version in the PNG metadata, no clock in the HTML), so a rerun of the same
+evaluation key reproduces its report exactly.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import io
+import math
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -10,9 +21,40 @@ matplotlib.use("Agg")  # no display: reports are rendered in servers and CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-from eval_assets.core.gating import ModelMetrics  # noqa: E402
+from eval_assets.core.criteria import ChangeGate, Criteria  # noqa: E402
+from eval_assets.core.gating import (  # noqa: E402
+    FAIL,
+    PASS,
+    GateResult,
+    GateVerdict,
+    ModelMetrics,
+    Verdict,
+)
+from eval_assets.core.metrics import (  # noqa: E402
+    HIGHER_IS_BETTER,
+    auc_ap_from_counts,
+    descending_order,
+    validate_inputs,
+)
 from eval_assets.core.slicing import OVERALL  # noqa: E402
+
+DPI = 110
+CANDIDATE_COLOUR = "#1f6fb4"
+CHAMPION_COLOUR = "#555555"
+OUTCOME_COLOURS = {PASS: "#2e7d32", FAIL: "#c62828"}
+OTHER_COLOUR = "#ef8a00"
+# Curves are thinned to about this many steps per axis; the AUC and AP use every row.
+_CURVE_RESOLUTION = 1500
+_LABEL_CHARS = 34
+
+
+# --- confusion matrices -------------------------------------------------------------------------
 
 
 def confusion_matrix_png(
@@ -24,24 +66,774 @@ def confusion_matrix_png(
     """Confusion matrices of the candidate (and champion) on one slice, as PNG bytes."""
     panels = [("candidate", candidate)] + ([("champion", champion)] if champion else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    at = f" at {threshold:g}" if threshold is not None else ""
     for ax, (title, metrics) in zip(axes[0], panels, strict=True):
-        row = metrics.slices.loc[slice_name]
-        matrix = np.array([[row["tn"], row["fp"]], [row["fn"], row["tp"]]], dtype=float)
-        ax.imshow(matrix, cmap="Blues")
-        for (i, j), count in np.ndenumerate(matrix):
-            colour = "white" if count > matrix.max() / 2 else "black"
-            ax.text(j, i, f"{int(count):,}", ha="center", va="center", color=colour)
-        ax.set_xticks([0, 1], ["predicted 0", "predicted 1"])
-        ax.set_yticks([0, 1], ["actual 0", "actual 1"])
-        at = f" at {threshold:g}" if threshold is not None else ""
-        ax.set_title(f"{title}: {slice_name}{at}")
+        _draw_confusion(ax, metrics, slice_name, f"{title}: {_short(slice_name)}{at}")
     fig.tight_layout()
     return _png(fig)
 
 
-def _png(fig: plt.Figure) -> bytes:
+def confusion_matrices_png(
+    candidate: ModelMetrics,
+    champion: ModelMetrics | None,
+    slices: Sequence[str],
+    threshold: float | None = None,
+) -> bytes:
+    """A grid of confusion matrices: overall first, then each named slice, champion beside."""
+    names = list(dict.fromkeys([OVERALL, *slices]))
+    models = [("candidate", candidate)] + ([("champion", champion)] if champion else [])
+    per_row = 2 if champion else 3  # slices per grid row
+    n_rows = math.ceil(len(names) / per_row)
+    n_cols = per_row * len(models)
+    width = 2.55 * n_cols + 0.3
+    height = 2.5 * n_rows + 0.5
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for index, name in enumerate(names):
+        row, start = divmod(index, per_row)
+        for offset, (label, metrics) in enumerate(models):
+            ax = axes[row][start * len(models) + offset]
+            ax.set_axis_on()
+            _draw_confusion(ax, metrics, name, f"{_short(name)}\n{label}", compact=True)
+    at = f" at threshold {threshold:g}" if threshold is not None else ""
+    fig.suptitle(
+        f"Confusion matrices{at} (colour: share of the actual class)", fontsize=11, y=0.995
+    )
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / height))
+    return _png(fig)
+
+
+def _draw_confusion(
+    ax: Axes, metrics: ModelMetrics, slice_name: str, title: str, compact: bool = False
+) -> None:
+    """One 2x2 matrix: counts and the share of each actual class, coloured by that share."""
+    ax.set_title(title, fontsize=9 if compact else 10)
+    table = metrics.slices
+    if slice_name not in table.index or not {"tn", "fp", "fn", "tp"} <= set(table.columns):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.text(
+            0.5,
+            0.5,
+            "slice absent\nfrom this evaluation",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=9,
+            color=OTHER_COLOUR,
+        )
+        return
+    row = table.loc[slice_name]
+    counts = np.array([[row["tn"], row["fp"]], [row["fn"], row["tp"]]], dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    # Colour by the share of the actual class: with rare positives, raw counts hide the
+    # positive row entirely.
+    ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for (i, j), count in np.ndenumerate(counts):
+        colour = "white" if shares[i, j] > 0.55 else "black"
+        share = f"{shares[i, j]:.1%}" if totals[i, 0] > 0 else "n/a"
+        ax.text(
+            j,
+            i,
+            f"{int(count):,}\n{share}",
+            ha="center",
+            va="center",
+            color=colour,
+            fontsize=8.5 if compact else 10,
+        )
+    ax.set_xticks([0, 1], ["pred 0", "pred 1"] if compact else ["predicted 0", "predicted 1"])
+    ax.set_yticks([0, 1], ["actual 0", "actual 1"])
+    ax.tick_params(labelsize=8 if compact else 10)
+
+
+# --- ROC and precision-recall -------------------------------------------------------------------
+
+
+def roc_pr_curves_png(
+    y: np.ndarray,
+    candidate_scores: np.ndarray,
+    champion_scores: np.ndarray | None,
+    slice_mask: np.ndarray | None = None,
+    title: str = OVERALL,
+    threshold: float | None = None,
+) -> bytes:
+    """ROC and precision-recall curves side by side, candidate and champion overlaid."""
+    y, candidate_scores = validate_inputs(y, candidate_scores)
+    models = [("candidate", candidate_scores, CANDIDATE_COLOUR, "-")]
+    if champion_scores is not None:
+        champion_scores = validate_inputs(y, champion_scores)[1]
+        models.append(("champion", champion_scores, CHAMPION_COLOUR, "--"))
+    if slice_mask is not None:
+        slice_mask = np.asarray(slice_mask, dtype=bool)
+        if slice_mask.shape != y.shape:
+            raise ValueError(f"slice_mask has shape {slice_mask.shape}, labels {y.shape}")
+        y = y[slice_mask]
+        models = [(name, s[slice_mask], c, ls) for name, s, c, ls in models]
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11.0, 4.8))
+    fig.suptitle(
+        f"ROC and precision-recall: {_short(title, 60)} ({len(y):,} rows, {n_pos:,} positives)",
+        fontsize=11,
+    )
+    roc_ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title="ROC",
+    )
+    pr_ax.set(
+        xlim=(0, 1), ylim=(0, 1.01), xlabel="recall", ylabel="precision", title="Precision-recall"
+    )
+    for ax in (roc_ax, pr_ax):
+        ax.grid(True, color="#dddddd", linewidth=0.6)
+        ax.set_aspect("equal")
+    if n_pos == 0 or n_neg == 0:
+        for ax in (roc_ax, pr_ax):
+            ax.text(
+                0.5,
+                0.5,
+                "undefined: this slice has a single class",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color=OTHER_COLOUR,
+            )
+        fig.tight_layout()
+        return _png(fig)
+
+    roc_ax.plot([0, 1], [0, 1], color="#aaaaaa", linewidth=0.8, linestyle=":", label="chance")
+    prevalence = n_pos / len(y)
+    pr_ax.axhline(
+        prevalence,
+        color="#aaaaaa",
+        linewidth=0.8,
+        linestyle=":",
+        label=f"prevalence {prevalence:.3g}",
+    )
+    for name, scores, colour, style in models:
+        curve = _curves(y, scores)
+        roc_ax.plot(
+            curve["fpr"],
+            curve["tpr"],
+            color=colour,
+            linestyle=style,
+            linewidth=1.6,
+            label=f"{name} (AUC {curve['auc']:.4f})",
+        )
+        pr_ax.step(
+            curve["recall"],
+            curve["precision"],
+            where="pre",
+            color=colour,
+            linestyle=style,
+            linewidth=1.6,
+            label=f"{name} (AP {curve['ap']:.4f})",
+        )
+        if threshold is not None:
+            flagged = scores >= threshold
+            tp = int(np.count_nonzero(flagged & (y == 1)))
+            fp = int(np.count_nonzero(flagged)) - tp
+            roc_ax.plot(fp / n_neg, tp / n_pos, "o", color=colour, markersize=5)
+            if tp + fp:
+                pr_ax.plot(tp / n_pos, tp / (tp + fp), "o", color=colour, markersize=5)
+    if threshold is not None:
+        for ax in (roc_ax, pr_ax):
+            ax.plot([], [], "o", color="#333333", markersize=5, label=f"threshold {threshold:g}")
+    roc_ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
+    pr_ax.legend(loc="lower left", fontsize=8.5, framealpha=0.9)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _curves(y: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray | float]:
+    """ROC and PR curve vertices (one per distinct score, thinned) and the exact AUC and AP."""
+    order, sorted_scores = descending_order(scores)
+    labels = y[order].astype(np.int64)
+    # The last row of each run of tied scores closes a threshold.
+    ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+    tps = np.cumsum(labels)[ends]
+    fps = ends + 1 - tps
+    auc, ap = auc_ap_from_counts(np.diff(tps, prepend=0), np.diff(fps, prepend=0))
+    n_pos, n_neg = tps[-1], fps[-1]
+    fpr = np.r_[0.0, fps / n_neg]
+    tpr = np.r_[0.0, tps / n_pos]
+    recall = np.r_[0.0, tps / n_pos]
+    precision = tps / (tps + fps)
+    precision = np.r_[precision[0], precision]
+    roc_keep = _thin(fpr, tpr)
+    pr_keep = _thin(recall, precision)
+    return {
+        "fpr": fpr[roc_keep],
+        "tpr": tpr[roc_keep],
+        "recall": recall[pr_keep],
+        "precision": precision[pr_keep],
+        "auc": float(auc),
+        "ap": float(ap),
+    }
+
+
+def _thin(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the vertices that move to another cell of a fine grid (first and last kept)."""
+    cell = np.floor(x * _CURVE_RESOLUTION) * (_CURVE_RESOLUTION + 1) + np.floor(
+        y * _CURVE_RESOLUTION
+    )
+    keep = np.r_[True, cell[1:] != cell[:-1]]
+    keep[-1] = True
+    # Keep the vertex before each kept one too, so steps and corners stay where they are.
+    keep[:-1] |= keep[1:]
+    return np.flatnonzero(keep)
+
+
+# --- the reviewer picture: gated changes --------------------------------------------------------
+
+
+def gate_changes_png(verdict: Verdict, criteria: Criteria | None = None) -> bytes:
+    """Each change gate's candidate-minus-champion change per slice, its interval and tolerance.
+
+    Relative gates are drawn in percent of the champion's value, absolute gates in metric units.
+    `criteria` (optional) supplies each gate's direction and exact tolerance; without it they
+    come from the metric's usual direction and the verdict's threshold text.
+    """
+    gates = [g for g in verdict.gates if g.kind == "change" and g.results]
+    compared = [g for g in gates if any(r.champion is not None for r in g.results)]
+    if not verdict.champion_present or not compared:
+        return _notice_png(verdict, gates)
+
+    specs = {g.name: g for g in (criteria.gates if criteria else []) if isinstance(g, ChangeGate)}
+    longest = max(len(_short(r.slice)) for g in gates for r in g.results)
+    # Bold 9 pt labels take up to about 0.085 in per character.
+    left_in, axes_w_in, right_in = 0.3 + 0.085 * longest, 5.2, 2.75
+    fig_w = left_in + axes_w_in + right_in
+    headline = _headline(verdict, width=int(fig_w * 8.5))
+    row_in, head_in, foot_in = 0.36, 0.42, 0.55
+    top_in = 0.3 + 0.25 * (headline.count("\n") + 1)
+    legend_in = 0.45
+    heights = [head_in + row_in * max(len(g.results), 1) + foot_in for g in gates]
+    fig_h = top_in + sum(heights) + legend_in
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    fig.text(
+        0.5,
+        1 - 0.12 / fig_h,
+        headline,
+        ha="center",
+        va="top",
+        fontsize=11.5,
+        fontweight="bold",
+        color=OUTCOME_COLOURS[PASS if verdict.passed else FAIL],
+    )
+    y_top = fig_h - top_in
+    for gate, height in zip(gates, heights, strict=True):
+        bottom = y_top - height + foot_in
+        ax = fig.add_axes(
+            (
+                left_in / fig_w,
+                bottom / fig_h,
+                axes_w_in / fig_w,
+                (height - head_in - foot_in) / fig_h,
+            )
+        )
+        _draw_change_panel(ax, gate, specs.get(gate.name), right_text_x=1.03)
+        y_top -= height
+
+    handles = [
+        Line2D([], [], marker="o", color=OUTCOME_COLOURS[PASS], linestyle="none", label="pass"),
+        Line2D([], [], marker="o", color=OUTCOME_COLOURS[FAIL], linestyle="none", label="fail"),
+        Line2D(
+            [],
+            [],
+            marker="D",
+            color=OTHER_COLOUR,
+            linestyle="none",
+            label="other outcome (not a pass)",
+        ),
+        Line2D([], [], color="#444444", linewidth=1.2, label="confidence interval of the change"),
+        Line2D([], [], color=OUTCOME_COLOURS[FAIL], linestyle="--", label="tolerance"),
+        Patch(facecolor=OUTCOME_COLOURS[FAIL], alpha=0.08, label="blocked region"),
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=6,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.08 / fig_h),
+        handletextpad=0.4,
+        columnspacing=1.2,
+    )
+    return _png(fig)
+
+
+def _draw_change_panel(
+    ax: Axes, gate: GateVerdict, spec: ChangeGate | None, right_text_x: float
+) -> None:
+    """One change gate: a row per slice, the change, its interval, the tolerance line."""
+    results = list(gate.results)
+    metric = results[0].metric
+    relative, tolerance = _tolerance(results[0].threshold, spec)
+    higher_is_better = (
+        spec.higher_is_better if spec is not None else HIGHER_IS_BETTER.get(metric, True)
+    )
+    scale = 100.0 if relative else 1.0
+    tolerance_x = (-tolerance if higher_is_better else tolerance) * scale
+
+    points: list[tuple[float | None, float | None, float | None]] = []
+    for r in results:
+        value, low, high = _change_coordinates(r, relative)
+        points.append((value, low, high))
+    finite = [v for p in points for v in p if v is not None]
+    span = [0.0, tolerance_x, *finite]
+    lo, hi = min(span), max(span)
+    pad = max((hi - lo) * 0.12, 0.5 if relative else 0.005)
+    lo, hi = lo - pad, hi + pad
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(len(results) - 0.5, -0.5)
+    if higher_is_better:
+        ax.axvspan(lo, tolerance_x, color=OUTCOME_COLOURS[FAIL], alpha=0.08, linewidth=0)
+    else:
+        ax.axvspan(tolerance_x, hi, color=OUTCOME_COLOURS[FAIL], alpha=0.08, linewidth=0)
+    ax.axvline(0.0, color="#888888", linewidth=0.8)
+    ax.axvline(tolerance_x, color=OUTCOME_COLOURS[FAIL], linestyle="--", linewidth=1.2)
+
+    for i, (r, (value, low, high)) in enumerate(zip(results, points, strict=True)):
+        colour = OUTCOME_COLOURS.get(r.outcome, OTHER_COLOUR)
+        if value is None:
+            ax.plot(0.0, i, marker="D", color=OTHER_COLOUR, markersize=6, linestyle="none")
+        else:
+            if low is not None and high is not None:
+                ax.errorbar(
+                    value,
+                    i,
+                    xerr=[[value - low], [high - value]],
+                    fmt="none",
+                    ecolor="#444444",
+                    elinewidth=1.2,
+                    capsize=3,
+                )
+            marker = "o" if r.outcome in OUTCOME_COLOURS else "D"
+            ax.plot(
+                value,
+                i,
+                marker=marker,
+                color=colour,
+                markersize=7,
+                linestyle="none",
+                markeredgecolor="white",
+                markeredgewidth=0.6,
+            )
+        ax.text(
+            right_text_x,
+            i,
+            _point_text(r, value, low, high, relative),
+            ha="left",
+            va="center",
+            fontsize=8.5,
+            color=colour,
+            transform=ax.get_yaxis_transform(),
+            clip_on=False,
+            fontweight="bold" if not r.passed else "normal",
+        )
+    ax.set_yticks(range(len(results)), [_short(r.slice) for r in results], fontsize=9)
+    for label, r in zip(ax.get_yticklabels(), results, strict=True):
+        if not r.passed:
+            label.set_color(OUTCOME_COLOURS[FAIL])
+            label.set_fontweight("bold")
+    unit = "% of champion" if relative else "metric units"
+    direction = "higher" if higher_is_better else "lower"
+    ax.set_xlabel(f"candidate - champion {metric} ({unit}; {direction} is better)", fontsize=9)
+    tolerance_text = f"{tolerance_x:+.2f}%" if relative else f"{tolerance_x:+.4g}"
+    mode = results[0].mode
+    decided = (
+        "decided on the interval bound"
+        if mode == "non_inferiority"
+        else ("decided on the point estimate")
+    )
+    state = "passed" if gate.passed else "FAILED"
+    ax.set_title(
+        f"{gate.name}: {state}  (tolerance {tolerance_text}, {decided})",
+        fontsize=9.5,
+        loc="left",
+        color=OUTCOME_COLOURS[PASS if gate.passed else FAIL],
+    )
+    ax.tick_params(axis="x", labelsize=8.5)
+    ax.grid(True, axis="x", color="#e4e4e4", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _change_coordinates(
+    r: GateResult, relative: bool
+) -> tuple[float | None, float | None, float | None]:
+    """The plotted change and its interval; None where it is undefined or infinite."""
+    if r.change is None or r.champion is None or not _finite(r.change):
+        return None, None, None
+    low = r.ci_low if _finite(r.ci_low) else None
+    high = r.ci_high if _finite(r.ci_high) else None
+    if low is None or high is None:
+        low = high = None
+    if not relative:
+        return r.change, low, high
+    if r.relative_change is None or not _finite(r.relative_change) or r.champion == 0:
+        return None, None, None
+    # The interval is of the absolute change; in percent it is scaled by the champion's value.
+    base = abs(r.champion) / 100.0
+    return (
+        r.relative_change * 100.0,
+        None if low is None else low / base,
+        None if high is None else high / base,
+    )
+
+
+def _point_text(
+    r: GateResult, value: float | None, low: float | None, high: float | None, relative: bool
+) -> str:
+    if value is None:
+        return f"{r.outcome.replace('_', ' ')}"
+    fmt = (lambda v: f"{v:+.2f}%") if relative else (lambda v: f"{v:+.4f}")
+    interval = (
+        f" [{fmt(low)}, {fmt(high)}]"
+        if low is not None and high is not None
+        else (" (no interval)")
+    )
+    return f"{fmt(value)}{interval}  {r.outcome.replace('_', ' ')}"
+
+
+def _tolerance(threshold: str, spec: ChangeGate | None) -> tuple[bool, float]:
+    """(relative?, tolerance) of a change gate, from its spec or from its threshold text."""
+    if spec is not None:
+        if spec.max_relative_drop is not None:
+            return True, float(spec.max_relative_drop)
+        return False, float(spec.max_absolute_drop or 0.0)
+    match = re.search(r"(relative|absolute) drop <= ([-+0-9.eE]+)(%?)", threshold)
+    if not match:
+        return True, 0.0
+    number = float(match.group(2)) / (100.0 if match.group(3) else 1.0)
+    return match.group(1) == "relative", number
+
+
+def _headline(verdict: Verdict, width: int = 90) -> str:
+    """BLOCKED with the failed gates and their slices, or PASSED."""
+    if verdict.passed:
+        return "PASSED: every gate passed"
+    parts = []
+    for gate in verdict.failed_gates:
+        slices = list(dict.fromkeys(r.slice for r in gate.failures))
+        shown = ", ".join(_short(s, 24) for s in slices[:3])
+        more = f" +{len(slices) - 3} more" if len(slices) > 3 else ""
+        parts.append(f"{gate.name} ({shown}{more})")
+    text = "BLOCKED by " + "; ".join(parts) if parts else "BLOCKED: no gate results"
+    lines = textwrap.wrap(text, width)
+    if len(lines) > 2:
+        lines = [lines[0], textwrap.shorten(" ".join(lines[1:]), width, placeholder=" …")]
+    return "\n".join(lines)
+
+
+def _notice_png(verdict: Verdict, change_gates: list[GateVerdict]) -> bytes:
+    """A small figure explaining why there is no change to draw."""
+    fig = plt.figure(figsize=(8.0, 2.4))
+    if not change_gates:
+        reason = "the criteria declare no change gate: nothing is compared with a champion"
+    else:
+        outcomes = sorted({r.outcome for g in change_gates for r in g.results})
+        reason = (
+            "no champion: change gates not applicable\n"
+            f"({len(change_gates)} change gate(s) recorded {', '.join(outcomes)})"
+        )
+    fig.text(
+        0.5,
+        0.72,
+        _headline(verdict, width=68),
+        ha="center",
+        va="center",
+        fontsize=11,
+        fontweight="bold",
+        color=OUTCOME_COLOURS[PASS if verdict.passed else FAIL],
+    )
+    fig.text(0.5, 0.36, reason, ha="center", va="center", fontsize=10.5, color="#333333")
+    return _png(fig)
+
+
+# --- the HTML report ----------------------------------------------------------------------------
+
+_SLICE_COLUMNS = (
+    "support",
+    "positives",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "selection_rate",
+)
+_COUNT_COLUMNS = {"support", "positives", "negatives", "tp", "fp", "tn", "fn"}
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;color:#222;
+background:#f6f7f9;font-size:14px}
+main{max-width:1280px;margin:0 auto;padding:0 24px 48px}
+header{padding:20px 24px;color:#fff}
+header.passed{background:#2e7d32}header.blocked{background:#c62828}
+header h1{margin:0 0 6px;font-size:22px}
+.badge{display:inline-block;font-weight:700;letter-spacing:.05em;border:2px solid #fff;
+padding:2px 10px;border-radius:4px;margin-right:12px}
+section{background:#fff;border:1px solid #dde1e6;border-radius:6px;margin:18px 0;padding:14px 18px;
+overflow-x:auto}
+h2{font-size:17px;margin:2px 0 10px}h3{font-size:14px;margin:14px 0 6px}
+table{border-collapse:collapse;font-size:12.5px}
+th,td{border:1px solid #dde1e6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef1f4;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.fail td{background:#fdecea}tr.other td{background:#fff4e0}
+td.outcome-pass{color:#2e7d32;font-weight:600}td.outcome-fail{color:#c62828;font-weight:700}
+td.outcome-other{color:#b26500;font-weight:700}
+table.kv th{width:220px}table.kv td{font-family:ui-monospace,Menlo,Consolas,monospace;
+word-break:break-all}
+ul.why{margin:6px 0 0;padding-left:20px}
+figure{margin:12px 0 22px}figure img{max-width:100%;border:1px solid #dde1e6}
+figcaption{font-size:12px;color:#555;margin-top:4px}
+.note{color:#555;font-size:12.5px}
+"""
+
+
+def html_report(
+    *,
+    title: str,
+    summary: Mapping[str, str],
+    verdict: Verdict,
+    candidate: ModelMetrics,
+    champion: ModelMetrics | None,
+    images: Mapping[str, bytes],
+    mlflow_url: str | None = None,
+) -> str:
+    """A self-contained HTML page: verdict, summary, gate, slice and fairness tables, plots.
+
+    Nothing is fetched from the network: styles are inline and images are data URIs. The only
+    link is `mlflow_url`, when given (http or https).
+    """
+    if mlflow_url is not None and not re.match(r"^https?://", mlflow_url):
+        raise ValueError(f"mlflow_url must be an http(s) URL, got {mlflow_url!r}")
+    state = "passed" if verdict.passed else "blocked"
+    failed_slices = {r.slice for g in verdict.gates for r in g.results if not r.passed}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)} - {state.upper()}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f'<header class="{state}"><h1><span class="badge">{state.upper()}</span>{_e(title)}</h1>',
+        f"<div>criteria hash {_e(verdict.criteria_hash)}; "
+        f"champion {'compared on the same rows' if verdict.champion_present else 'absent'}</div>",
+    ]
+    if not verdict.passed:
+        reasons = [_failure_item(g) for g in verdict.failed_gates] or [
+            "<li>no gate produced a result: the verdict fails closed</li>"
+        ]
+        parts.append(f'<ul class="why">{"".join(reasons)}</ul>')
+    parts.append("</header><main>")
+
+    rows = [(key, _e(value)) for key, value in summary.items()]
+    if mlflow_url is not None:
+        rows.append(("MLflow run", f'<a href="{_e(mlflow_url)}">{_e(mlflow_url)}</a>'))
+    parts.append("<section><h2>Summary</h2>" + _kv_table(rows))
+    if verdict.notes:
+        parts.append("".join(f'<p class="note">{_e(n)}</p>' for n in verdict.notes))
+    parts.append("</section>")
+
+    parts.append("<section><h2>Gate results</h2>" + _gate_table(verdict) + "</section>")
+
+    parts.append("<section><h2>Per-slice metrics</h2>")
+    parts.append("<h3>Candidate</h3>" + _slice_table(candidate.slices, failed_slices))
+    if champion is not None:
+        parts.append("<h3>Champion (same rows)</h3>" + _slice_table(champion.slices, failed_slices))
+    parts.append("</section>")
+
+    parts.append("<section><h2>Fairness groups</h2>")
+    for label, metrics in [("Candidate", candidate)] + (
+        [("Champion", champion)] if champion is not None else []
+    ):
+        parts.append(
+            f"<h3>{label}</h3>"
+            + _frame_table(metrics.fairness_groups, "no fairness attributes")
+            + _frame_table(metrics.disparities, "")
+        )
+    parts.append("</section>")
+
+    if images:
+        parts.append("<section><h2>Plots</h2>")
+        for name, data in images.items():
+            uri = f"data:{_image_type(name, data)};base64,{base64.b64encode(data).decode('ascii')}"
+            parts.append(
+                f'<figure><img src="{uri}" alt="{_e(name)}"><figcaption>{_e(name)}'
+                "</figcaption></figure>"
+            )
+        parts.append("</section>")
+    parts.append("</main></body></html>\n")
+    return "\n".join(parts)
+
+
+def _failure_item(gate: GateVerdict, shown: int = 5) -> str:
+    """One failed gate for the header: how many slices failed, and the first few reasons."""
+    failures = gate.failures
+    if not failures:
+        return f"<li><b>{_e(gate.name)}</b>: {_e(gate.summary())}</li>"
+    items = "".join(f"<li>{_e(r.slice)}: {_e(r.reason)}</li>" for r in failures[:shown])
+    if len(failures) > shown:
+        items += f"<li>and {len(failures) - shown} more (see the gate results)</li>"
+    return (
+        f"<li><b>{_e(gate.name)}</b> failed on {len(failures)} of {len(gate.results)} "
+        f"slice(s)<ul>{items}</ul></li>"
+    )
+
+
+def _kv_table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _gate_table(verdict: Verdict) -> str:
+    head = (
+        "gate",
+        "slice",
+        "metric",
+        "candidate",
+        "champion",
+        "change",
+        "relative change",
+        "interval",
+        "threshold",
+        "support",
+        "outcome",
+        "reason",
+    )
+    body = []
+    for gate in verdict.gates:
+        for r in gate.results:
+            css = "" if r.outcome == PASS and r.passed else ("fail" if not r.passed else "other")
+            outcome_css = (
+                "pass" if r.passed and r.outcome == PASS else ("fail" if not r.passed else "other")
+            )
+            interval = (
+                f"[{_num(r.ci_low)}, {_num(r.ci_high)}]"
+                if r.ci_low is not None and r.ci_high is not None
+                else "n/a"
+            )
+            support = "n/a" if r.support is None else f"{r.support:,}"
+            if r.positives is not None:
+                support += f" ({r.positives:,} pos)"
+            cells = [
+                f"<td>{_e(r.gate)}</td>",
+                f"<td>{_e(r.slice)}</td>",
+                f"<td>{_e(r.metric)}</td>",
+                f'<td class="num">{_num(r.candidate)}</td>',
+                f'<td class="num">{_num(r.champion)}</td>',
+                f'<td class="num">{_num(r.change, signed=True)}</td>',
+                f'<td class="num">{_pct(r.relative_change)}</td>',
+                f'<td class="num">{_e(interval)}</td>',
+                f"<td>{_e(r.threshold)}</td>",
+                f'<td class="num">{_e(support)}</td>',
+                f'<td class="outcome-{outcome_css}">{_e(r.outcome)}'
+                f"{'' if r.passed or r.outcome == FAIL else ' (not a pass)'}"
+                f"{' (allowed by policy)' if r.passed and r.outcome != PASS else ''}</td>",
+                f"<td>{_e(r.reason)}</td>",
+            ]
+            body.append(f'<tr class="{css}">{"".join(cells)}</tr>')
+    if not body:
+        body.append(
+            f'<tr class="fail"><td colspan="{len(head)}">no gate results: the verdict '
+            "fails closed</td></tr>"
+        )
+    header = "".join(f"<th>{h}</th>" for h in head)
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _slice_table(table: pd.DataFrame, failed: set[str]) -> str:
+    columns = [c for c in _SLICE_COLUMNS if c in table.columns]
+    header = "<th>slice</th>" + "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for name, row in table.iterrows():
+        cells = "".join(f'<td class="num">{_cell(c, row[c])}</td>' for c in columns)
+        css = ' class="fail"' if str(name) in failed else ""
+        body.append(f"<tr{css}><td>{_e(name)}</td>{cells}</tr>")
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _frame_table(frame: pd.DataFrame, empty: str) -> str:
+    if frame is None or frame.empty:
+        return f'<p class="note">{_e(empty)}</p>' if empty else ""
+    columns = list(frame.columns)
+    if "attribute" in columns:  # the attribute first: it groups the rows
+        columns = ["attribute"] + [c for c in columns if c != "attribute"]
+    header = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for _, row in frame[columns].iterrows():
+        cells = "".join(
+            f'<td class="num">{_cell(c, row[c])}</td>'
+            if isinstance(row[c], (int, float, np.number)) and not isinstance(row[c], bool)
+            else f"<td>{_e(row[c])}</td>"
+            for c in columns
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return (
+        f'<table style="margin-bottom:10px"><thead><tr>{header}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _cell(column: str, value: object) -> str:
+    if column in _COUNT_COLUMNS and _finite(value):
+        return f"{int(value):,}"  # type: ignore[arg-type]
+    return _num(value)  # type: ignore[arg-type]
+
+
+def _image_type(name: str, data: bytes) -> str:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    raise ValueError(f"image {name!r} is neither PNG nor JPEG")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float, np.number)) and math.isfinite(float(value))
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if not _finite(value):
+        return _e(value)
+    return f"{float(value):+.4g}" if signed else f"{float(value):.4g}"
+
+
+def _pct(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if not math.isfinite(value):
+        return _e(value)
+    return f"{value:+.2%}"
+
+
+def _short(text: str, limit: int = _LABEL_CHARS) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     # A fixed metadata block keeps the bytes identical for identical inputs.
-    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()

@@ -168,3 +168,26 @@ def test_champion_predictions_are_computed_in_the_run_once_then_reused(world: Wo
     assert world.registry.champion(MODEL).version == "5"
     verdict = world.store.read_json(f"{MODEL}/gate_verdict/{MODEL}.v1/{SNAPSHOT}.json")
     assert verdict["champion_partition"] == partition
+
+
+def test_blocked_evaluation_still_gets_its_report_and_a_write_once_audit_record(world: World):
+    import json
+
+    import jsonschema
+
+    from eval_assets.core.audit import audit_json_schema
+
+    assert world.materialized("evaluation_report", 3)
+    folder = Path(world.store.root) / MODEL / "evaluation_report" / f"{MODEL}.v3" / SNAPSHOT
+    html = (folder / "report.html").read_text()
+    assert "key_slice_roc_auc_vs_champion" in html and "http://" not in html
+    assert (folder / "gate_changes.png").read_bytes().startswith(b"\x89PNG")
+    verdict = world.store.read_json(f"{MODEL}/gate_verdict/{MODEL}.v3/{SNAPSHOT}.json")
+    audit_path = Path(world.store.root) / MODEL / "audit" / f"{verdict['evaluation_key']}.json"
+    record = json.loads(audit_path.read_text())
+    jsonschema.validate(record, audit_json_schema())
+    assert record["passed"] is False and record["promotion"]["decision"] == "blocked"
+    assert record["snapshot"]["sha256"] == verdict["snapshot_sha256"]
+    before = audit_path.read_bytes()
+    world.evaluate(3)
+    assert audit_path.read_bytes() == before

@@ -115,4 +115,4 @@ def test_definitions_load_with_no_environment_and_no_network():
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "6"
+    assert done.stdout.strip() == "7"

@@ -1,0 +1,575 @@
+"""End to end, as a user deploys it: real MLflow server, moto S3, Dagster webserver and daemon.
+
+One module-scoped set of processes on 127.0.0.1 (the harness stops them all, even on failure):
+
+- ``mlflow server`` on SQLite (``--workers 1``, job execution off), proxying artifacts;
+- ``moto_server`` holding the golden snapshots (and the evaluation outputs) in S3 buckets;
+- ``dagster-webserver`` and ``dagster-daemon run`` started separately on one temporary
+  ``DAGSTER_HOME`` (the repository's ``dagster.yaml``: queued run coordinator), code location
+  ``-m eval_assets.definitions`` from the repository root, configured by environment variables.
+
+Then, as a user would, in order (each test builds on the previous one; run with ``-x``):
+
+1. register versions through MLflow and wait for the sensors' runs: v1 becomes champion, v2 (good)
+   takes the alias, v3 (bad) is blocked by its gate check and leaves the alias alone;
+2. restart the daemon: the sensors tick again and launch nothing, one MLflow run per key;
+3. stop MLflow: the registry sensor's tick fails naming MLflow; MLflow returns, v4 is evaluated;
+4. publish a new snapshot on S3 (and a half one without manifest): the champion is evaluated on it;
+5. launch an evaluation through the GraphQL API (against ``dagster dev``) and the CLI.
+
+The snippets of ``docs/run-it-for-real.md`` run verbatim here; its shell commands are the ones the
+harness runs. Registration-to-verdict times are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from eval_assets.resources.registry import EVAL_KEY_TAG
+from eval_assets_tests.support.factories import DATASET, MODEL, REPO, golden_frame, write_criteria
+from eval_assets_tests.support.services import (
+    DagsterDaemon,
+    DagsterDev,
+    DagsterWebserver,
+    MlflowServer,
+    MotoS3Server,
+    venv_executable,
+)
+
+pytestmark = pytest.mark.e2e
+
+DOC = REPO / "docs" / "run-it-for-real.md"
+SENSOR_INTERVAL_S = 3
+POLL_S = 1.5
+VERDICT_TIMEOUT_S = 240.0
+TICK_TIMEOUT_S = 90.0
+EVAL_JOB = f"{MODEL}_evaluation_job"
+INGEST_VERSION_JOB = f"{MODEL}_model_version_job"
+REGISTRY_SENSOR = f"{MODEL}_registry_sensor"
+SNAPSHOT_SENSOR = f"{MODEL}_snapshot_sensor"
+FIRST_SNAPSHOT = "golden-001"  # published by the doc's snippet
+SECOND_SNAPSHOT = "golden-002"
+HALF_SNAPSHOT = "golden-002-half"
+EVALUATION_ASSETS = ",".join(
+    f"{MODEL}/{name}" for name in ("predictions", "slice_metrics", "gate_verdict", "promotion")
+)
+TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
+T = TypeVar("T")
+
+_RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter, limit: 500) {
+    __typename
+    ... on Runs { results { runId jobName status creationTime startTime endTime
+                            tags { key value } } }
+    ... on PythonError { message }
+  }
+}"""
+
+_TICKS = """
+query Ticks($selector: SensorSelector!, $after: Float, $statuses: [InstigationTickStatus!]) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status
+      ticks(limit: 50, afterTimestamp: $after, statuses: $statuses) {
+        status timestamp skipReason runIds
+        error { message cause { message } errorChain { error { message } } } } } }
+    ... on PythonError { message }
+  }
+}"""
+
+_CHECKS = """
+query Checks($key: AssetKeyInput!, $check: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $key, checkName: $check, partition: $partition, limit: 10) {
+    runId status partition evaluation { success description }
+  }
+}"""
+
+_MATERIALIZATIONS = """
+query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
+  assetOrError(assetKey: $key) {
+    __typename
+    ... on Asset { assetMaterializations(partitions: $partitions) { partition runId } }
+  }
+}"""
+
+_REPOSITORIES = """
+{ repositoriesOrError { __typename
+    ... on RepositoryConnection { nodes { name location { name } sensors { name } } } } }"""
+
+
+def doc_snippet(name: str) -> str:
+    """The Python block of docs/run-it-for-real.md that starts with ``# run-it-for-real: name``."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    found = [b for b in blocks if b.startswith(f"# run-it-for-real: {name}\n")]
+    assert len(found) == 1, f"{DOC}: expected one python block '# run-it-for-real: {name}'"
+    return found[0]
+
+
+def run_snippet(name: str, source: str | None = None) -> dict[str, Any]:
+    """Execute a doc snippet in this process (the environment is the stack's); its namespace."""
+    namespace: dict[str, Any] = {"__name__": f"run_it_for_real_{name}"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(source or doc_snippet(name), f"{DOC}#{name}", "exec"), namespace)
+    namespace["_stdout"] = out.getvalue()
+    return namespace
+
+
+@dataclass
+class Stack:
+    """The running processes, their configuration, and what the tests measured."""
+
+    tmp: Path
+    env: dict[str, str]
+    home: Path
+    mlflow: MlflowServer
+    moto: MotoS3Server
+    web: DagsterWebserver
+    daemon: DagsterDaemon
+    snapshot_bucket: str
+    output_bucket: str
+    client: MlflowClient
+    location: str = ""
+    repository: str = ""
+    dev: DagsterDev | None = None
+    timings: list[str] = field(default_factory=list)
+
+    # -- Dagster through GraphQL -------------------------------------------------------------
+
+    @property
+    def http(self) -> DagsterWebserver | DagsterDev:
+        """Whichever process serves GraphQL now."""
+        return self.dev if self.dev is not None and self.dev.running else self.web
+
+    def gql(self, query: str, **variables: Any) -> dict[str, Any]:
+        return self.http.graphql(query, variables, timeout=30)
+
+    def runs(self, job: str | None = None, **tags: str) -> list[dict[str, Any]]:
+        """Runs (newest first) of ``job`` carrying ``tags``; each with ``tags`` as a dict."""
+        flt: dict[str, Any] = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        if job:
+            flt["pipelineName"] = job
+        data = self.gql(_RUNS, filter=flt)["runsOrError"]
+        assert data["__typename"] == "Runs", data
+        return [r | {"tags": {t["key"]: t["value"] for t in r["tags"]}} for r in data["results"]]
+
+    def ticks(
+        self, sensor: str, after: float | None = None, statuses: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        selector = {
+            "repositoryLocationName": self.location,
+            "repositoryName": self.repository,
+            "sensorName": sensor,
+        }
+        data = self.gql(_TICKS, selector=selector, after=after, statuses=statuses)["sensorOrError"]
+        assert data["__typename"] == "Sensor", data
+        return data["sensorState"]["ticks"]
+
+    def materialized(self, asset: str, partition: str) -> list[dict[str, Any]]:
+        data = self.gql(_MATERIALIZATIONS, key={"path": [MODEL, asset]}, partitions=[partition])
+        return data["assetOrError"].get("assetMaterializations", [])
+
+    def check_executions(self, check: str, partition: str) -> list[dict[str, Any]]:
+        return self.gql(
+            _CHECKS, key={"path": [MODEL, "gate_verdict"]}, check=check, partition=partition
+        )["assetCheckExecutions"]
+
+    # -- MLflow -----------------------------------------------------------------------------
+
+    def register(self, kind: str) -> tuple[str, float]:
+        """Register a version exactly as the doc's snippet does; (version, wall-clock time)."""
+        source = doc_snippet("register").replace('train("weak")', f'train("{kind}")')
+        version = str(run_snippet("register", source)["logged"].registered_model_version)
+        return version, time.time()
+
+    def evaluation_runs(self) -> list[Any]:
+        experiment = self.client.get_experiment_by_name(f"eval-assets/{MODEL}")
+        if experiment is None:
+            return []
+        return self.client.search_runs([experiment.experiment_id], max_results=1000)
+
+    def mlflow_run_of(self, version: str, snapshot: str) -> Any | None:
+        runs = [
+            r for r in self.evaluation_runs()
+            if r.data.tags.get("eval_assets.version") == version
+            and r.data.tags.get("eval_assets.snapshot") == snapshot
+        ]
+        assert len(runs) <= 1, f"v{version} on {snapshot}: {len(runs)} MLflow evaluation runs"
+        return runs[0] if runs else None
+
+    def champion(self) -> str:
+        return str(self.client.get_model_version_by_alias(MODEL, "champion").version)
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait(self, what: str, probe: Callable[[], T | None], timeout: float) -> T:
+        """Poll ``probe`` every 1.5 s until it returns something truthy; fail with diagnostics."""
+        deadline = time.monotonic() + timeout
+        last_error: BaseException | None = None
+        while True:
+            try:
+                value = probe()
+                if value:
+                    return value
+            except Exception as exc:  # noqa: BLE001 - a failing probe means "not yet"
+                last_error = exc
+            if time.monotonic() >= deadline:
+                pytest.fail(
+                    f"timed out after {timeout:.0f} s waiting for {what}"
+                    + (f"\nlast probe error: {last_error!r}" if last_error else "")
+                    + "\n" + self.diagnostics(),
+                    pytrace=False,
+                )
+            time.sleep(POLL_S)
+
+    def diagnostics(self) -> str:
+        parts = []
+        with contextlib.suppress(Exception):
+            for sensor in (REGISTRY_SENSOR, SNAPSHOT_SENSOR):
+                for tick in self.ticks(sensor)[:5]:
+                    reason = tick["skipReason"] or (tick["error"] or {}).get("message") or ""
+                    parts.append(f"{sensor} {tick['status']} {tick['runIds']} {reason[:300]}")
+        with contextlib.suppress(Exception):
+            for run in self.runs()[:12]:
+                parts.append(
+                    f"run {run['runId'][:8]} {run['jobName']} {run['status']} "
+                    f"{run['tags'].get('dagster/partition')}"
+                )
+        daemon = self.dev if self.dev is not None and self.dev.running else self.daemon
+        parts.append(f"--- {daemon.name} log tail ({daemon.log_path}) ---\n{daemon.log_text(60)}")
+        return "\n".join(parts)
+
+    def report(self, line: str, capsys: pytest.CaptureFixture[str]) -> None:
+        self.timings.append(line)
+        with capsys.disabled():
+            print(f"\n[e2e] {line}", flush=True)
+
+
+def _terminal_run(stack: Stack, job: str, partition: str) -> dict[str, Any] | None:
+    runs = stack.runs(job, **{"dagster/partition": partition})
+    done = [r for r in runs if r["status"] in TERMINAL]
+    return done[0] if done else None
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """MLflow, moto S3 and Dagster (webserver + daemon), configured as the doc says."""
+    uid = uuid.uuid4().hex[:8]
+    tmp = tmp_path_factory.mktemp(f"e2e-{uid}")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    criteria = write_criteria(tmp / "criteria").parent
+    with contextlib.ExitStack() as stack, pytest.MonkeyPatch.context() as patch:
+        moto = stack.enter_context(MotoS3Server(tmp / "moto"))
+        mlflow_server = stack.enter_context(MlflowServer(tmp / "mlflow"))
+        env = {
+            **moto.env(),
+            **mlflow_server.env(),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "EVAL_ASSETS_STATE": str(tmp / "state"),
+            "EVAL_ASSETS_CRITERIA_DIR": str(criteria),
+            "EVAL_ASSETS_SNAPSHOT_BUCKET": f"e2e-snapshots-{uid}",
+            "EVAL_ASSETS_SNAPSHOT_PREFIX": "snapshots",
+            "EVAL_ASSETS_OUTPUT_BUCKET": f"e2e-outputs-{uid}",
+            "EVAL_ASSETS_SENSOR_INTERVAL": str(SENSOR_INTERVAL_S),
+        }
+        # The doc's snippets run in this process with the same variables a user exports.
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.setenv("NO_PROXY", ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1"])))
+        mlflow.set_tracking_uri(mlflow_server.url)
+        stack.callback(mlflow.set_tracking_uri, None)
+        run_snippet("buckets")
+        run_snippet("publish")  # the first snapshot, golden-001, before Dagster starts
+        web = stack.enter_context(
+            DagsterWebserver(tmp / "web", home, env, REPO, module="eval_assets.definitions")
+        )
+        daemon = stack.enter_context(
+            DagsterDaemon(tmp / "daemon", home, env, REPO, module="eval_assets.definitions")
+        )
+        s = Stack(
+            tmp=tmp, env=env, home=home, mlflow=mlflow_server, moto=moto, web=web, daemon=daemon,
+            snapshot_bucket=env["EVAL_ASSETS_SNAPSHOT_BUCKET"],
+            output_bucket=env["EVAL_ASSETS_OUTPUT_BUCKET"],
+            client=MlflowClient(mlflow_server.url),
+        )
+        repos = s.gql(_REPOSITORIES)["repositoriesOrError"]["nodes"]
+        assert len(repos) == 1, repos
+        s.location, s.repository = repos[0]["location"]["name"], repos[0]["name"]
+        assert {x["name"] for x in repos[0]["sensors"]} >= {REGISTRY_SENSOR, SNAPSHOT_SENSOR}
+        dev = DagsterDev(tmp / "dev", home, env, REPO)  # started in test 5; stopped here anyway
+        stack.callback(dev.stop)
+        s.dev = dev
+        try:
+            yield s
+        finally:
+            if s.timings:
+                print("\n[e2e] summary:\n  " + "\n  ".join(s.timings), file=sys.stderr)
+
+
+def test_1_registry_sensor_evaluates_and_gates_each_version(
+    services: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = services
+    ingested = s.wait(
+        f"the snapshot sensor to ingest {FIRST_SNAPSHOT}",
+        lambda: s.materialized("data_snapshot", FIRST_SNAPSHOT),
+        VERDICT_TIMEOUT_S,
+    )
+    assert ingested
+
+    expected = {"1": ("weak", True, "1"), "2": ("good", True, "2"), "3": ("bad", False, "2")}
+    for want, (kind, passes, champion) in expected.items():
+        version, registered = s.register(kind)
+        assert version == want
+        partition = f"{MODEL}.v{version}|{FIRST_SNAPSHOT}"
+        run = s.wait(
+            f"the sensor's evaluation run of {partition}",
+            lambda p=partition: _terminal_run(s, EVAL_JOB, p),
+            VERDICT_TIMEOUT_S,
+        )
+        verdict_at = time.time()
+        assert run["tags"]["eval_assets/trigger"] == "registry_sensor"
+        assert run["tags"]["dagster/sensor_name"] == REGISTRY_SENSOR
+        assert run["tags"]["dagster/run_key"] == run["tags"]["eval_assets/evaluation_key"]
+        assert run["status"] == ("SUCCESS" if passes else "FAILURE"), s.diagnostics()
+        [ingest] = s.runs(INGEST_VERSION_JOB, **{"dagster/partition": f"{MODEL}.v{version}"})
+        s.report(
+            f"v{version} ({kind}): registration -> ingest run created "
+            f"{ingest['creationTime'] - registered:5.1f} s, -> evaluation run created "
+            f"{run['creationTime'] - registered:5.1f} s, -> verdict (run {run['status']}) "
+            f"{run['endTime'] - registered:5.1f} s (seen by the test after "
+            f"{verdict_at - registered:5.1f} s)",
+            capsys,
+        )
+
+        mlflow_run = s.mlflow_run_of(version, FIRST_SNAPSHOT)
+        assert mlflow_run is not None
+        assert mlflow_run.data.tags["eval_assets.verdict"] == ("passed" if passes else "failed")
+        assert mlflow_run.data.tags[EVAL_KEY_TAG] == run["tags"]["eval_assets/evaluation_key"]
+        assert mlflow_run.data.tags["dagster.run_id"] == run["runId"]
+        assert s.champion() == champion
+        assert s.materialized("gate_verdict", partition)
+        promoted = s.materialized("promotion", partition)
+        assert bool(promoted) == passes
+
+    # v3 is blocked by its checks: the absolute AUC floor fails, recorded per partition.
+    partition = f"{MODEL}.v3|{FIRST_SNAPSHOT}"
+    [floor] = s.check_executions("overall_roc_auc_floor", partition)[:1]
+    assert floor["status"] == "FAILED" and floor["evaluation"]["success"] is False, floor
+    assert "roc_auc" in (floor["evaluation"]["description"] or "")
+    tags = s.client.get_model_version(MODEL, "3").tags
+    assert "eval_assets.verdict" not in tags  # promotion never ran for it
+    assert s.client.get_model_version(MODEL, "2").tags["eval_assets.verdict"] == "passed"
+
+
+def _one_mlflow_run_per_key(s: Stack) -> Counter[str]:
+    keys = Counter(r.data.tags[EVAL_KEY_TAG] for r in s.evaluation_runs())
+    assert keys and max(keys.values()) == 1, f"duplicate MLflow runs per evaluation key: {keys}"
+    return keys
+
+
+def test_2_daemon_restart_launches_nothing_twice(
+    services: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = services
+    runs_before = {r["runId"] for r in s.runs()}
+    keys_before = _one_mlflow_run_per_key(s)
+    assert len(keys_before) == 3
+
+    began = time.monotonic()
+    s.daemon.restart()
+    restarted_at = time.time()
+    for sensor in (REGISTRY_SENSOR, SNAPSHOT_SENSOR):
+        ticks = s.wait(
+            f"two ticks of {sensor} after the daemon restart",
+            lambda n=sensor: (t := s.ticks(n, after=restarted_at)) and len(t) >= 2 and t,
+            TICK_TIMEOUT_S,
+        )
+        assert all(not t["runIds"] for t in ticks), ticks
+        assert all(t["status"] == "SKIPPED" and t["skipReason"] for t in ticks), ticks
+    s.report(
+        f"daemon restart + two ticks of each sensor: {time.monotonic() - began:.1f} s; "
+        f"skip reason: {s.ticks(REGISTRY_SENSOR, after=restarted_at)[0]['skipReason']!r}",
+        capsys,
+    )
+    assert {r["runId"] for r in s.runs()} == runs_before
+    assert _one_mlflow_run_per_key(s) == keys_before
+
+
+def _error_text(tick: dict[str, Any]) -> str:
+    error = tick.get("error") or {}
+    parts = [error.get("message") or ""]
+    cause = error.get("cause")
+    while cause:
+        parts.append(cause.get("message") or "")
+        cause = cause.get("cause")
+    parts += [link["error"]["message"] for link in error.get("errorChain") or []]
+    return "\n".join(parts)
+
+
+def test_3_mlflow_outage_delays_but_loses_nothing(
+    services: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = services
+    port = s.mlflow.port
+    s.mlflow.stop()
+    stopped_at = time.time()
+    failed = s.wait(
+        "a failed registry sensor tick while MLflow is down",
+        lambda: s.ticks(REGISTRY_SENSOR, after=stopped_at, statuses=["FAILURE"]),
+        TICK_TIMEOUT_S,
+    )
+    message = _error_text(failed[0])
+    assert "MLflow" in message and s.mlflow.url in message and "unavailable" in message, message
+    s.report(
+        f"MLflow down: failed tick after {failed[0]['timestamp'] - stopped_at:.1f} s: "
+        f"{next(line for line in message.splitlines() if 'MLflow' in line)[:160]}",
+        capsys,
+    )
+
+    s.mlflow.start()
+    assert s.mlflow.port == port  # same port, same SQLite store
+    assert s.champion() == "2"
+    version, registered = s.register("bad")
+    assert version == "4"
+    partition = f"{MODEL}.v4|{FIRST_SNAPSHOT}"
+    run = s.wait(
+        f"the evaluation of {partition} after MLflow returned",
+        lambda: _terminal_run(s, EVAL_JOB, partition),
+        VERDICT_TIMEOUT_S,
+    )
+    s.report(
+        f"v4 (bad, after the outage): registration -> verdict (run {run['status']}) "
+        f"{run['endTime'] - registered:5.1f} s",
+        capsys,
+    )
+    assert run["status"] == "FAILURE"
+    assert s.mlflow_run_of("4", FIRST_SNAPSHOT).data.tags["eval_assets.verdict"] == "failed"
+    assert s.champion() == "2"
+    # Nothing was lost or broken by the outage: the only failed runs are the blocked candidates.
+    failed_runs = {r["tags"].get("dagster/partition") for r in s.runs() if r["status"] != "SUCCESS"}
+    assert failed_runs == {f"{MODEL}.v3|{FIRST_SNAPSHOT}", partition}, failed_runs
+    recovered = s.wait(
+        "a successful registry sensor tick after MLflow returned",
+        lambda: [t for t in s.ticks(REGISTRY_SENSOR, after=registered) if t["status"] != "FAILURE"],
+        TICK_TIMEOUT_S,
+    )
+    assert recovered
+    _one_mlflow_run_per_key(s)
+
+
+def test_4_new_s3_snapshot_reevaluates_the_champion(
+    services: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = services
+    s3 = boto3.client("s3")
+    # A half-uploaded snapshot: data without its manifest, which is written last.
+    buffer = io.BytesIO()
+    golden_frame(seed=13).to_parquet(buffer, index=False)
+    s3.put_object(
+        Bucket=s.snapshot_bucket,
+        Key=f"snapshots/{DATASET}/{HALF_SNAPSHOT}/data.parquet",
+        Body=buffer.getvalue(),
+    )
+    # A complete one, exactly as the doc publishes (data first, manifest last).
+    source = doc_snippet("publish").replace(f'"{FIRST_SNAPSHOT}"', f'"{SECOND_SNAPSHOT}"')
+    source = source.replace("seed=11", "seed=12")
+    published_at = time.time()
+    run_snippet("publish", source)
+
+    partition = f"{MODEL}.v2|{SECOND_SNAPSHOT}"
+    run = s.wait(
+        f"the champion's evaluation on the new snapshot ({partition})",
+        lambda: _terminal_run(s, EVAL_JOB, partition),
+        VERDICT_TIMEOUT_S,
+    )
+    s.report(
+        f"new snapshot {SECOND_SNAPSHOT}: upload -> champion verdict (run {run['status']}) "
+        f"{run['endTime'] - published_at:5.1f} s",
+        capsys,
+    )
+    assert run["status"] == "SUCCESS", s.diagnostics()
+    assert run["tags"]["eval_assets/trigger"] == "snapshot_sensor"
+    assert s.materialized("gate_verdict", partition)
+    assert s.mlflow_run_of("2", SECOND_SNAPSHOT).data.tags["eval_assets.verdict"] == "passed"
+    assert s.champion() == "2"
+
+    # The half snapshot is never ingested, however many ticks passed.
+    for tick in s.ticks(SNAPSHOT_SENSOR, after=published_at):
+        assert HALF_SNAPSHOT not in (tick["skipReason"] or "")
+    ingested = {r["tags"].get("dagster/partition") for r in s.runs(f"{MODEL}_snapshot_job")}
+    assert ingested == {FIRST_SNAPSHOT, SECOND_SNAPSHOT}
+    assert not s.materialized("data_snapshot", HALF_SNAPSHOT)
+    _one_mlflow_run_per_key(s)
+
+
+def test_5_trigger_by_graphql_api_and_cli(
+    services: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = services
+    assert s.dev is not None
+    keys_before = _one_mlflow_run_per_key(s)
+    # The doc's `dagster dev -h 127.0.0.1 -p 3000` (workspace.yaml) on the same home.
+    s.web.stop()
+    s.daemon.stop()
+    began = time.monotonic()
+    s.dev.start()
+    s.report(f"dagster dev ready in {time.monotonic() - began:.1f} s", capsys)
+    location = s.gql(_REPOSITORIES)["repositoriesOrError"]["nodes"][0]["location"]["name"]
+    assert location == s.location == "eval_assets.definitions"
+
+    # 1) GraphQL: the doc's snippet verbatim, on this suite's port.
+    snippet = doc_snippet("graphql")
+    assert "port_number=3000" in snippet
+    began = time.monotonic()
+    done = run_snippet("graphql", snippet.replace("port_number=3000", f"port_number={s.dev.port}"))
+    s.report(f"GraphQL launch of v2|{FIRST_SNAPSHOT}: {done['status']} in "
+             f"{time.monotonic() - began:.1f} s", capsys)
+    assert done["status"].value == "SUCCESS", s.diagnostics()
+    [run] = [r for r in s.runs(EVAL_JOB) if r["runId"] == done["run_id"]]
+    assert run["tags"]["dagster/partition/model_version"] == f"{MODEL}.v2"
+    assert run["tags"]["dagster/partition/snapshot"] == FIRST_SNAPSHOT
+
+    # 2) CLI: `dagster asset materialize` with the same home and variables, in-process.
+    partition = f"{MODEL}.v2|{SECOND_SNAPSHOT}"
+    began = time.monotonic()
+    done_cli = subprocess.run(
+        [venv_executable("dagster"), "asset", "materialize", "-m", "eval_assets.definitions",
+         "--select", EVALUATION_ASSETS, "--partition", partition],
+        cwd=REPO, env=s.dev.environment(), capture_output=True, text=True, timeout=300,
+    )
+    s.report(f"CLI materialize of {partition}: exit {done_cli.returncode} in "
+             f"{time.monotonic() - began:.1f} s", capsys)
+    assert done_cli.returncode == 0, done_cli.stderr[-3000:]
+    cli_runs = [
+        r for r in s.runs(**{"dagster/partition": partition})
+        if "dagster/sensor_name" not in r["tags"]
+    ]
+    assert [r["status"] for r in cli_runs] == ["SUCCESS"], cli_runs
+    assert len(s.materialized("gate_verdict", partition)) == 2  # the sensor's and the CLI's
+
+    # Re-evaluating the same keys created no MLflow run; the alias did not move.
+    assert _one_mlflow_run_per_key(s) == keys_before
+    assert s.champion() == "2"
+    assert s.evaluation_runs()  # MLflow is still reachable after everything
