@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetDep,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
@@ -34,14 +36,14 @@ from dagster import (
 )
 
 from eval_assets.core import EVALUATOR_VERSION
-from eval_assets.core.contract import validate_dataset, validate_scores
+from eval_assets.core.contract import positive_labels, validate_dataset, validate_scores
 from eval_assets.core.criteria import Criteria, PredicateSlice
 from eval_assets.core.audit import build_audit_record, lock_file_sha256, render_audit_record
 from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
 from eval_assets.core.evaluation import Evaluation, evaluate, to_json
 from eval_assets.core.gating import GateVerdict
 from eval_assets.core.metrics import METRIC_NAMES
-from eval_assets.core.models import load_model
+from eval_assets.core.models import PREDICT_BATCH_ROWS, load_model
 from eval_assets.core.predicates import parse_predicate, predicate_columns
 from eval_assets.core.provenance import git_commit
 from eval_assets.core.report import (
@@ -61,7 +63,7 @@ from eval_assets.partitions import (
 )
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import ModelRegistry
-from eval_assets.resources.snapshots import SnapshotInfo, SnapshotStore
+from eval_assets.resources.snapshots import DATA_FILE, SnapshotInfo, SnapshotStore
 from eval_assets.resources.storage import EvaluationStore, output_path
 
 DIGEST_TAG = "eval_assets.artifact_sha256"
@@ -96,7 +98,8 @@ def build_evaluation_assets(
         with tempfile.TemporaryDirectory() as folder:
             info, path = snapshot_store.fetch(dataset, context.partition_key, Path(folder))
             frame = pd.read_parquet(path)
-        validated = validate_dataset(frame, criteria.dataset, info.location)
+        # Name the data file itself, so the error points at what to fix.
+        validated = validate_dataset(frame, criteria.dataset, f"{info.location}/{DATA_FILE}")
         return Output(
             frame,
             data_version=DataVersion(info.sha256),
@@ -139,21 +142,20 @@ def build_evaluation_assets(
     @asset(
         name="predictions",
         partitions_def=pairs,
-        ins={
-            "data_snapshot": AssetIn(key=key("data_snapshot")),
-            "model_version": AssetIn(key=key("model_version")),
-        },
+        ins={"model_version": AssetIn(key=key("model_version"))},
+        deps=[AssetDep(key("data_snapshot"))],
         description="One score per snapshot row with label and slice keys (Parquet).",
         tags=tags,
         **common,
     )
     def predictions(
         context: AssetExecutionContext,
-        data_snapshot: pd.DataFrame,
         model_version: dict[str, Any],
         model_registry: ModelRegistry,
+        evaluation_store: EvaluationStore,
     ) -> Output[pd.DataFrame]:
-        frame = score_snapshot(criteria, data_snapshot, model_version, model_registry)
+        snapshot_id = context.partition_key.keys_by_dimension[SNAPSHOT_DIM]  # type: ignore[attr-defined]
+        frame = score_snapshot(criteria, snapshot_id, model_version, model_registry, evaluation_store)
         return Output(frame, metadata=_prediction_metadata(frame, criteria))
 
     @asset(
@@ -363,12 +365,20 @@ def version_facts(criteria: Criteria, partition_key: str, registry: ModelRegistr
 
 
 def score_snapshot(
-    criteria: Criteria, frame: pd.DataFrame, facts: dict[str, Any], registry: ModelRegistry
+    criteria: Criteria,
+    snapshot_id: str,
+    facts: dict[str, Any],
+    registry: ModelRegistry,
+    store: EvaluationStore,
 ) -> pd.DataFrame:
-    """Download the version, check its digest, load it under the policy, score every row."""
+    """Download the version, check its digest, load it under the policy, and score the stored
+    snapshot in Parquet batches, keeping only what metrics need (id, label, score, slice keys)."""
     contract = criteria.dataset
-    validated = validate_dataset(frame, contract, f"snapshot for {facts['partition']}")
-    with tempfile.TemporaryDirectory() as folder:
+    source = output_path([criteria.model, "data_snapshot"], snapshot_id, ".parquet")
+    keep = slice_key_columns(criteria)
+    with tempfile.TemporaryDirectory() as folder, store.local_file(source) as parquet:
+        if parquet is None:
+            raise Failure(f"data_snapshot {snapshot_id} is not materialized ({source})")
         local = registry.download(facts["model"], facts["version"], Path(folder))
         digest = artifact_digest(local)
         if digest != facts["digest"]:
@@ -381,20 +391,29 @@ def score_snapshot(
             allow_pickle=criteria.loading.allow_pickle,
             trusted_skops_types=criteria.loading.trusted_skops_types,
         )
-        scores = loaded.predict_scores(frame, validated.features, contract.positive_class)
-    validate_scores(scores, frame, contract.id_column, facts["partition"])
-    out = pd.DataFrame(
-        {
-            ROW_ID: frame[contract.id_column].to_numpy()
-            if contract.id_column in frame.columns
-            else np.arange(len(frame)),
-            LABEL: validated.labels,
-            SCORE: scores,
-        }
-    )
-    for column in slice_key_columns(criteria):
-        out[column] = frame[column].to_numpy()
-    return out
+        data = pq.ParquetFile(parquet)
+        columns = data.schema_arrow.names
+        features = (
+            [c for c in columns if c not in (contract.id_column, contract.label_column)]
+            if contract.features == "all"
+            else list(contract.features)
+        )
+        parts = []
+        for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS):
+            frame = batch.to_pandas()
+            scores = loaded.predict_scores(frame, features, contract.positive_class)
+            validate_scores(scores, frame, contract.id_column, facts["partition"])
+            part = pd.DataFrame(
+                {
+                    ROW_ID: frame[contract.id_column].to_numpy(),
+                    LABEL: positive_labels(frame[contract.label_column], contract),
+                    SCORE: scores,
+                }
+            )
+            for column in keep:
+                part[column] = frame[column].to_numpy()
+            parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def slice_key_columns(criteria: Criteria) -> list[str]:
@@ -472,10 +491,7 @@ def champion_predictions(
                 metadata={"digest": facts["digest"], "materialized_by": "gate_verdict"},
             )
         )
-    snapshot_frame = store.read_frame(output_path([model, "data_snapshot"], snapshot_id, ".parquet"))
-    if snapshot_frame is None:
-        raise Failure(f"data_snapshot {snapshot_id} is not materialized")
-    frame = score_snapshot(criteria, snapshot_frame, facts, registry)
+    frame = score_snapshot(criteria, snapshot_id, facts, registry, store)
     where = store.write_frame(path, frame)
     context.log_event(
         AssetMaterialization(

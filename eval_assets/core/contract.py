@@ -197,6 +197,11 @@ def _shown(value: object) -> str:
     return repr(value)
 
 
+def positive_labels(labels: pd.Series, contract: DatasetContract) -> np.ndarray:
+    """0/1 labels (int8) of a column already validated against the contract."""
+    return _is_class(labels, contract.positive_class).astype(np.int8)
+
+
 def _is_class(labels: pd.Series, cls: int | str) -> np.ndarray:
     """Rows whose label equals `cls`, accepting 1, 1.0 and "1" alike for a numeric class."""
     if pd.api.types.is_numeric_dtype(labels) and not isinstance(cls, str):

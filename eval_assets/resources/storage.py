@@ -7,7 +7,10 @@ predictions) read it through the same paths.
 
 import io
 import json
+import tempfile
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,18 @@ class EvaluationStore(ConfigurableResource):
     def location(self, relative: str) -> str:
         """A path or URL for people."""
 
+    @contextmanager
+    def local_file(self, relative: str) -> Iterator[Path | None]:
+        """A local path holding the file at `relative` (None when absent), for streaming reads."""
+        data = self.read(relative)
+        if data is None:
+            yield None
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(relative).name
+            path.write_bytes(data)
+            yield path
+
     def read_frame(self, relative: str) -> pd.DataFrame | None:
         data = self.read(relative)
         return None if data is None else pd.read_parquet(io.BytesIO(data))
@@ -66,6 +81,11 @@ class LocalEvaluationStore(EvaluationStore):
         path = Path(self.root) / relative
         return path.read_bytes() if path.is_file() else None
 
+    @contextmanager
+    def local_file(self, relative: str) -> Iterator[Path | None]:
+        path = Path(self.root) / relative
+        yield path if path.is_file() else None
+
     def write(self, relative: str, data: bytes) -> str:
         return str(atomic.write_bytes(Path(self.root) / relative, data))
 
@@ -82,6 +102,21 @@ class S3EvaluationStore(EvaluationStore):
 
     def _key(self, relative: str) -> str:
         return f"{self.prefix.strip('/')}/{relative}" if self.prefix else relative
+
+    @contextmanager
+    def local_file(self, relative: str) -> Iterator[Path | None]:
+        # Downloaded to disk, not memory, so a large snapshot streams from a file.
+        client = self.s3.get_client()
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(relative).name
+            try:
+                client.download_file(self.bucket, self._key(relative), str(path))
+            except client.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                    yield None
+                    return
+                raise
+            yield path
 
     def read(self, relative: str) -> bytes | None:
         client = self.s3.get_client()
