@@ -7,8 +7,10 @@ no servers, no network.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from eval_assets.partitions import version_key
 from eval_assets.resources.storage import output_path
 
 MODEL = "fraud_detector"
+TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 SNAPSHOT_ID = "golden-001"
 STORIES = {
     "1": "baseline: becomes champion (absolute and fairness gates only)",
@@ -33,6 +36,9 @@ STORIES = {
 
 def main() -> int:
     started = time.perf_counter()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore")  # library deprecation notes would bury the verdicts
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     settings = Settings.from_env()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.state_dir / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
@@ -102,6 +108,8 @@ def drive(defs: Definitions, instance: DagsterInstance, sensor_name: str, max_ti
                 partition_key=request.partition_key,
                 tags={**request.tags, "dagster/sensor_name": sensor_name},
                 raise_on_error=False,
+                # The console gets this script's summary; every event stays in the instance.
+                run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             )
             state = "succeeded" if outcome.success else "stopped by a blocking check or an error"
             say(f"   run {outcome.run_id[:8]} {request.job_name} {request.partition_key}: {state}")
@@ -116,6 +124,8 @@ def train() -> dict[str, Any]:
 def register(tracking_uri: str, artifact_root: str | None, model: Any, name: str) -> str:
     """Log a trained model to MLflow and register it as the next version of fraud_detector."""
     import mlflow
+    import skops
+    import sklearn
     from mlflow.models import infer_signature
 
     from eval_assets.demo.training import FEATURES
@@ -135,7 +145,13 @@ def register(tracking_uri: str, artifact_root: str | None, model: Any, name: str
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"train {name}"):
         mlflow.log_param("story", name)
         logged = mlflow.sklearn.log_model(
-            model, name="model", registered_model_name=MODEL, signature=signature
+            model,
+            name="model",
+            registered_model_name=MODEL,
+            signature=signature,
+            skops_trusted_types=TRUSTED_TYPES,
+            # Explicit requirements spare MLflow an environment export per model.
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
         )
     return str(logged.registered_model_version)
 
