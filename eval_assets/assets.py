@@ -43,7 +43,7 @@ from eval_assets.core.digests import artifact_digest, evaluation_key, file_diges
 from eval_assets.core.evaluation import Evaluation, evaluate, to_json
 from eval_assets.core.gating import GateVerdict
 from eval_assets.core.metrics import METRIC_NAMES
-from eval_assets.core.models import PREDICT_BATCH_ROWS, load_model
+from eval_assets.core.models import PREDICT_BATCH_ROWS, ModelLoadError, load_model
 from eval_assets.core.predicates import parse_predicate, predicate_columns
 from eval_assets.core.provenance import git_commit
 from eval_assets.core.report import (
@@ -178,6 +178,8 @@ def build_evaluation_assets(
             asset=key("gate_verdict"),
             blocking=True,
             description=gate.description or f"{gate.kind} gate {gate.name}",
+            # Partitioned like the verdict, so each (version, snapshot) keeps its own result.
+            partitions_def=pairs,
         )
         for gate in criteria.gates
     ]
@@ -336,11 +338,17 @@ def version_facts(criteria: Criteria, partition_key: str, registry: ModelRegistr
     with tempfile.TemporaryDirectory() as folder:
         local = registry.download(model, version, Path(folder))
         digest = artifact_digest(local)
-        loaded = load_model(
-            local,
-            allow_pickle=criteria.loading.allow_pickle,
-            trusted_skops_types=criteria.loading.trusted_skops_types,
-        )
+        try:
+            loaded = load_model(
+                local,
+                allow_pickle=criteria.loading.allow_pickle,
+                trusted_skops_types=criteria.loading.trusted_skops_types,
+            )
+        except ModelLoadError as exc:
+            # Name the version and the file where it is registered, not a deleted download folder.
+            where = info.source or f"{model} v{version}"
+            text = str(exc).replace(str(local.resolve()), where).replace(str(local), where)
+            raise Failure(f"{model} v{version} refused: {text}") from exc
         signature = (local / "MLmodel").read_text() if (local / "MLmodel").is_file() else ""
     pinned = info.tags.get(DIGEST_TAG)
     if pinned and pinned != digest:

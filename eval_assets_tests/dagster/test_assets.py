@@ -135,6 +135,7 @@ def test_check_metadata_carries_the_numbers(world: World):
         e for e in result.get_asset_check_evaluations()
         if e.check_name == "key_slice_roc_auc_vs_champion"
     )
+    assert evaluation.partition == f"{MODEL}.v3|{SNAPSHOT}"  # each pair keeps its own result
     metadata = {k: v.value for k, v in evaluation.metadata.items()}
     for key in ("slice", "metric", "candidate", "champion", "change", "interval", "threshold",
                 "support", "outcome"):
