@@ -21,6 +21,7 @@ demo: setup home  ## the main job on embedded defaults: no servers needed
 	$(RUN) python -m eval_assets.demo.run
 
 test: setup  ## every test suite, with the real services they start themselves
+	bash .ci/install-browser
 	$(RUN) python -m pytest -q -p no:cacheprovider; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
