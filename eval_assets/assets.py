@@ -22,6 +22,7 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetMaterialization,
+    AssetOut,
     AssetsDefinition,
     DataVersion,
     Failure,
@@ -30,15 +31,14 @@ from dagster import (
     TableColumn,
     TableRecord,
     TableSchema,
-    AssetOut,
     asset,
     multi_asset,
 )
 
 from eval_assets.core import EVALUATOR_VERSION
+from eval_assets.core.audit import build_audit_record, lock_file_sha256, render_audit_record
 from eval_assets.core.contract import positive_labels, validate_dataset, validate_scores
 from eval_assets.core.criteria import Criteria, PredicateSlice
-from eval_assets.core.audit import build_audit_record, lock_file_sha256, render_audit_record
 from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
 from eval_assets.core.evaluation import Evaluation, evaluate, to_json
 from eval_assets.core.gating import GateVerdict
@@ -80,8 +80,12 @@ def build_evaluation_assets(
     pairs = evaluation_partitions(model, dataset)
     key = lambda name: AssetKey([model, name])  # noqa: E731
     common = dict(key_prefix=[model], group_name=model, code_version=CODE_VERSION)
-    out_common = dict(group_name=model, code_version=CODE_VERSION, tags={"eval_assets/model": model},
-                      owners=["team:ml-platform"])
+    out_common = dict(
+        group_name=model,
+        code_version=CODE_VERSION,
+        tags={"eval_assets/model": model},
+        owners=["team:ml-platform"],
+    )
     tags = {"eval_assets/model": model}
 
     @asset(
@@ -116,7 +120,7 @@ def build_evaluation_assets(
     @asset(
         name="model_version",
         partitions_def=model_version_partitions(model),
-        description="A registered model version: artifact digest (pinned at first sight) and facts.",
+        description="A registered model version: its artifact digest, pinned at first sight.",
         owners=["team:ml-platform"],
         tags=tags,
         **common,
@@ -155,7 +159,9 @@ def build_evaluation_assets(
         evaluation_store: EvaluationStore,
     ) -> Output[pd.DataFrame]:
         snapshot_id = context.partition_key.keys_by_dimension[SNAPSHOT_DIM]  # type: ignore[attr-defined]
-        frame = score_snapshot(criteria, snapshot_id, model_version, model_registry, evaluation_store)
+        frame = score_snapshot(
+            criteria, snapshot_id, model_version, model_registry, evaluation_store
+        )
         return Output(frame, metadata=_prediction_metadata(frame, criteria))
 
     @asset(
@@ -226,8 +232,12 @@ def build_evaluation_assets(
         champion_side = None
         if champion is not None:
             champion_side = champion_predictions(
-                context, criteria, version_key(model, champion.version), snapshot_id,
-                model_registry, evaluation_store,
+                context,
+                criteria,
+                version_key(model, champion.version),
+                snapshot_id,
+                model_registry,
+                evaluation_store,
             )
         result = run_evaluation(criteria, predictions, champion_side)
         key_ = evaluation_key(model_version["digest"], snapshot.sha256, criteria.digest())
@@ -265,8 +275,16 @@ def build_evaluation_assets(
         record["mlflow_run_id"] = run.run_id
         record["mlflow_run_url"] = run.url
         report = write_report(
-            context, criteria, source, result, record, model_version, snapshot,
-            evaluation_store, html, images,
+            context,
+            criteria,
+            source,
+            result,
+            record,
+            model_version,
+            snapshot,
+            evaluation_store,
+            html,
+            images,
         )
         if not result.verdict.passed:
             notifier.notify(
@@ -329,7 +347,9 @@ def build_evaluation_assets(
 # --- what the assets do, as plain functions (tested directly and reused by the CLI's twin) ----
 
 
-def version_facts(criteria: Criteria, partition_key: str, registry: ModelRegistry) -> dict[str, Any]:
+def version_facts(
+    criteria: Criteria, partition_key: str, registry: ModelRegistry
+) -> dict[str, Any]:
     """Registry facts and the artifact digest, pinned as a version tag when first seen."""
     model, version = parse_version_key(partition_key)
     info = registry.get_version(model, version)
@@ -459,10 +479,16 @@ def run_evaluation(
     if champion is not None:
         aligned = champion.set_index(ROW_ID).reindex(candidate[ROW_ID])
         if aligned[SCORE].isna().any():
-            raise Failure("the champion's predictions do not cover the same rows as the candidate's")
+            raise Failure(
+                "the champion's predictions do not cover the same rows as the candidate's"
+            )
         champion_scores = aligned[SCORE].to_numpy()
     return evaluate(
-        criteria, candidate[LABEL].to_numpy(), slices, fairness, candidate[SCORE].to_numpy(),
+        criteria,
+        candidate[LABEL].to_numpy(),
+        slices,
+        fairness,
+        candidate[SCORE].to_numpy(),
         champion_scores,
     )
 
@@ -495,7 +521,8 @@ def champion_predictions(
         store.write_json(facts_path, facts)
         context.log_event(
             AssetMaterialization(
-                asset_key=AssetKey([model, "model_version"]), partition=champion_key,
+                asset_key=AssetKey([model, "model_version"]),
+                partition=champion_key,
                 metadata={"digest": facts["digest"], "materialized_by": "gate_verdict"},
             )
         )
@@ -503,9 +530,13 @@ def champion_predictions(
     where = store.write_frame(path, frame)
     context.log_event(
         AssetMaterialization(
-            asset_key=AssetKey([model, "predictions"]), partition=pair,
-            metadata={**_prediction_metadata(frame, criteria), "stored_at": where,
-                      "materialized_by": "gate_verdict (champion side)"},
+            asset_key=AssetKey([model, "predictions"]),
+            partition=pair,
+            metadata={
+                **_prediction_metadata(frame, criteria),
+                "stored_at": where,
+                "materialized_by": "gate_verdict (champion side)",
+            },
         )
     )
     return frame
@@ -527,7 +558,9 @@ def render_images(
     return {
         "gate_changes.png": gate_changes_png(result.verdict, criteria),
         "roc_pr_overall.png": roc_pr_curves_png(
-            candidate[LABEL].to_numpy(), candidate[SCORE].to_numpy(), champion_scores,
+            candidate[LABEL].to_numpy(),
+            candidate[SCORE].to_numpy(),
+            champion_scores,
             threshold=threshold,
         ),
         "confusion_matrices.png": confusion_matrices_png(
@@ -573,26 +606,35 @@ def write_report(
         evaluation_key=record["evaluation_key"],
         verdict=result.verdict,
         model={
-            "name": criteria.model, "version": facts["version"],
-            "artifact_digest": facts["digest"], "format": facts["format"],
-            "run_id": facts["run_id"], "source": facts["source"],
+            "name": criteria.model,
+            "version": facts["version"],
+            "artifact_digest": facts["digest"],
+            "format": facts["format"],
+            "run_id": facts["run_id"],
+            "source": facts["source"],
         },
         snapshot={
-            "dataset": criteria.dataset.name, "id": snapshot.snapshot_id,
-            "sha256": snapshot.sha256, "rows": snapshot.rows, "location": snapshot.location,
+            "dataset": criteria.dataset.name,
+            "id": snapshot.snapshot_id,
+            "sha256": snapshot.sha256,
+            "rows": snapshot.rows,
+            "location": snapshot.location,
         },
         criteria={
-            "model": criteria.model, "hash": criteria.digest(),
+            "model": criteria.model,
+            "hash": criteria.digest(),
             "file_sha256": file_digest(source) if source else None,
             "path": _relative(source) if source else None,
         },
         code={
-            "git_commit": record["git_commit"], "evaluator_version": EVALUATOR_VERSION,
+            "git_commit": record["git_commit"],
+            "evaluator_version": EVALUATOR_VERSION,
             "lock_file_sha256": lock_file_sha256(REPO_ROOT / "uv.lock"),
         },
         champion=(
             {"version": record["champion_version"], "evaluation": record["champion_partition"]}
-            if record["champion_version"] else None
+            if record["champion_version"]
+            else None
         ),
         trigger={
             "kind": "sensor" if sensor else "manual",
@@ -637,7 +679,8 @@ def verdict_record(
         "champion_version": champion_version,
         "champion_partition": (
             f"{version_key(criteria.model, champion_version)}|{snapshot.snapshot_id}"
-            if champion_version else None
+            if champion_version
+            else None
         ),
         "passed": result.verdict.passed,
         "verdict": result.verdict.to_dict(),
@@ -709,8 +752,17 @@ def _prediction_metadata(frame: pd.DataFrame, criteria: Criteria) -> dict[str, A
     }
 
 
-_TABLE_METRICS = ("support", "positives", "roc_auc", "pr_auc", "log_loss", "brier", "precision",
-                  "recall", "f1")
+_TABLE_METRICS = (
+    "support",
+    "positives",
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "brier",
+    "precision",
+    "recall",
+    "f1",
+)
 
 
 def _metrics_metadata(record: dict[str, Any]) -> dict[str, Any]:
@@ -730,9 +782,13 @@ def _metrics_metadata(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _verdict_metadata(record: dict[str, Any], result: Evaluation, url: str | None) -> dict[str, Any]:
-    lines = ["| gate | slice | candidate | champion | change | interval | threshold | outcome |",
-             "|---|---|---|---|---|---|---|---|"]
+def _verdict_metadata(
+    record: dict[str, Any], result: Evaluation, url: str | None
+) -> dict[str, Any]:
+    lines = [
+        "| gate | slice | candidate | champion | change | interval | threshold | outcome |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for gate in result.verdict.gates:
         for r in gate.results:
             lines.append(
@@ -740,8 +796,10 @@ def _verdict_metadata(record: dict[str, Any], result: Evaluation, url: str | Non
                 f"{_fmt(r.change)} | {_interval(r.ci_low, r.ci_high)} | {r.threshold} | "
                 f"**{r.outcome}** |"
             )
-    headline = "PASSED: every gate passed" if result.verdict.passed else (
-        "BLOCKED by " + ", ".join(g.name for g in result.verdict.failed_gates)
+    headline = (
+        "PASSED: every gate passed"
+        if result.verdict.passed
+        else ("BLOCKED by " + ", ".join(g.name for g in result.verdict.failed_gates))
     )
     metadata: dict[str, Any] = {
         "verdict": MetadataValue.md(f"### {headline}\n\n" + "\n".join(lines)),
@@ -834,7 +892,7 @@ def _snapshot_info(store: SnapshotStore, dataset: str, snapshot_id: str) -> Snap
 
 def _signature(mlmodel: str) -> str:
     marker = "signature:"
-    return mlmodel[mlmodel.index(marker):][:2000] if marker in mlmodel else "none"
+    return mlmodel[mlmodel.index(marker) :][:2000] if marker in mlmodel else "none"
 
 
 def _json_bytes(value: Any) -> bytes:

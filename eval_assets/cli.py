@@ -82,7 +82,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     progress(f"reading {args.data_path}")
     frame = read_table(args.data_path)
     dataset = validate_dataset(
-        frame, criteria.dataset, str(args.data_path),
+        frame,
+        criteria.dataset,
+        str(args.data_path),
         required_columns=criteria.referenced_columns(),
     )
     contract = criteria.dataset
@@ -90,7 +92,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     def score(path: Path, role: str) -> tuple[LoadedModel, np.ndarray]:
         # The user names these files themselves, so pickle is allowed; the format is reported.
         model = load_model(
-            path, allow_pickle=True,
+            path,
+            allow_pickle=True,
             trusted_skops_types=criteria.loading.trusted_skops_types,
         )
         progress(f"scoring {len(frame):,} rows with the {role} ({model.format}: {path})")
@@ -108,9 +111,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     progress(f"computing metrics ({criteria.bootstrap.resamples} bootstrap resamples)")
     slices = build_slices(frame, criteria)
     fairness = {a: frame[a].astype(str).to_numpy() for a in criteria.fairness}
-    result = evaluate(
-        criteria, dataset.labels, slices, fairness, candidate_scores, champion_scores
-    )
+    result = evaluate(criteria, dataset.labels, slices, fairness, candidate_scores, champion_scores)
     data_digest = artifact_digest(args.data_path)
     key = evaluation_key(candidate.digest, data_digest, criteria.digest())
     identity = run_id(key)
@@ -121,8 +122,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     staged = atomic.staging_dir(args.out / identity)
     try:
-        gated = _write_outputs(staged, args, result, criteria, candidate, champion, frame,
-                               key, identity, data_digest)
+        gated = _write_outputs(
+            staged, args, result, criteria, candidate, champion, frame, key, identity, data_digest
+        )
         atomic.publish_dir(staged, args.out / identity)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)  # nothing half-written stays in --out
@@ -166,17 +168,27 @@ def _write_outputs(
         "git_commit": git_commit(),
         # Under "models": the metric tables below take the keys "candidate" and "champion".
         "models": {
-            "candidate": {"path": str(args.model_path), "format": candidate.format,
-                          "digest": candidate.digest},
+            "candidate": {
+                "path": str(args.model_path),
+                "format": candidate.format,
+                "digest": candidate.digest,
+            },
             "champion": (
-                {"path": str(args.champion_path), "format": champion.format,
-                 "digest": champion.digest}
-                if champion else None
+                {
+                    "path": str(args.champion_path),
+                    "format": champion.format,
+                    "digest": champion.digest,
+                }
+                if champion
+                else None
             ),
         },
         "data": {"path": str(args.data_path), "digest": data_digest, "rows": len(frame)},
-        "criteria": {"model": criteria.model, "hash": criteria.digest(),
-                     "path": str(args.criteria) if args.criteria else None},
+        "criteria": {
+            "model": criteria.model,
+            "hash": criteria.digest(),
+            "path": str(args.criteria) if args.criteria else None,
+        },
         "threshold": contract.threshold,
         **result.metrics_record(),
     }
@@ -223,8 +235,13 @@ def _criteria(args: argparse.Namespace) -> Criteria:
     if args.champion_path:
         # With a champion and no criteria, the one gate is the design's default: at most 1%
         # relative loss of ROC AUC overall.
-        gate = ChangeGate(kind="change", name="overall_roc_auc_vs_champion", metric="roc_auc",
-                          slices=["overall"], max_relative_drop=0.01)
+        gate = ChangeGate(
+            kind="change",
+            name="overall_roc_auc_vs_champion",
+            metric="roc_auc",
+            slices=["overall"],
+            max_relative_drop=0.01,
+        )
         criteria = criteria.model_copy(update={"gates": [gate]})
     return criteria
 
@@ -233,8 +250,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eval-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("evaluate", help="evaluate a model file on a CSV or Parquet file")
-    run.add_argument("--model-path", type=Path, required=True,
-                     help=".skops, .pkl/.joblib file, or an MLflow model folder")
+    run.add_argument(
+        "--model-path",
+        type=Path,
+        required=True,
+        help=".skops, .pkl/.joblib file, or an MLflow model folder",
+    )
     run.add_argument("--data-path", type=Path, required=True, help="CSV or Parquet")
     run.add_argument("--criteria", type=Path, help="criteria YAML (contract, slices, gates)")
     run.add_argument("--label-column", help="label column (required without --criteria)")

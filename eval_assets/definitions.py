@@ -118,23 +118,27 @@ def build_definitions(
         model, dataset = criteria.model, criteria.dataset.name
         model_assets = build_evaluation_assets(criteria, files[model])
         assets += model_assets
-        select = lambda *names: AssetSelection.assets(*(AssetKey([model, n]) for n in names))  # noqa: E731
         ingest_version = define_asset_job(
             f"{model}_model_version_job",
-            selection=select("model_version"),
+            selection=_select(model, "model_version"),
             executor_def=executor,
             description=f"Download and pin one version of {model}.",
         )
         ingest_snapshot = define_asset_job(
             f"{model}_snapshot_job",
-            selection=select("data_snapshot"),
+            selection=_select(model, "data_snapshot"),
             executor_def=executor,
             description=f"Validate one {dataset} snapshot for {model}.",
         )
         evaluate_job = define_asset_job(
             f"{model}_evaluation_job",
-            selection=select(
-                "predictions", "slice_metrics", "gate_verdict", "evaluation_report", "promotion"
+            selection=_select(
+                model,
+                "predictions",
+                "slice_metrics",
+                "gate_verdict",
+                "evaluation_report",
+                "promotion",
             ),
             executor_def=executor,
             description=f"Evaluate one version of {model} on one snapshot and gate its promotion.",
@@ -142,7 +146,9 @@ def build_definitions(
         jobs += [ingest_version, ingest_snapshot, evaluate_job]
         sensors += [
             build_registry_sensor(criteria, ingest_version, evaluate_job, settings.sensor_interval),
-            build_snapshot_sensor(criteria, ingest_snapshot, evaluate_job, settings.sensor_interval),
+            build_snapshot_sensor(
+                criteria, ingest_snapshot, evaluate_job, settings.sensor_interval
+            ),
         ]
     return Definitions(
         assets=assets,
@@ -154,20 +160,28 @@ def build_definitions(
     )
 
 
+def _select(model: str, *names: str) -> AssetSelection:
+    return AssetSelection.assets(*(AssetKey([model, n]) for n in names))
+
+
 def resources(settings: Settings) -> dict[str, object]:
     """Real resources for the settings; tests swap in fakes by key."""
     s3 = S3Resource()  # endpoint, region and credentials come from the AWS environment
     if settings.snapshot_bucket:
-        snapshots = S3SnapshotStore(bucket=settings.snapshot_bucket, prefix=settings.snapshot_prefix, s3=s3)
+        snapshots = S3SnapshotStore(
+            bucket=settings.snapshot_bucket, prefix=settings.snapshot_prefix, s3=s3
+        )
     else:
         snapshots = LocalSnapshotStore(root=str(settings.state_dir / "snapshots"))
     if settings.output_bucket:
         store = S3EvaluationStore(bucket=settings.output_bucket, s3=s3)
     else:
         store = LocalEvaluationStore(root=str(settings.state_dir / "outputs"))
-    webhook = EnvVar("EVAL_ASSETS_ALERT_WEBHOOK_URL") if os.environ.get(
-        "EVAL_ASSETS_ALERT_WEBHOOK_URL"
-    ) else None
+    webhook = (
+        EnvVar("EVAL_ASSETS_ALERT_WEBHOOK_URL")
+        if os.environ.get("EVAL_ASSETS_ALERT_WEBHOOK_URL")
+        else None
+    )
     return {
         "model_registry": MlflowModelRegistry(
             tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root

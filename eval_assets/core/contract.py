@@ -102,9 +102,7 @@ def validate_dataset(
     def where(rows: np.ndarray) -> str:
         # In a CSV file the first data row is on line 2 (after the header); elsewhere, row 0.
         csv = source.lower().endswith(".csv")
-        shown = [
-            f"line {int(r) + 2}" if csv else f"row {int(r)}" for r in rows[:MAX_SHOWN]
-        ]
+        shown = [f"line {int(r) + 2}" if csv else f"row {int(r)}" for r in rows[:MAX_SHOWN]]
         shown = [f"{at} (id {_shown(ids.iloc[r])})" for at, r in zip(shown, rows, strict=False)]
         more = f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else ""
         return ", ".join(shown) + more

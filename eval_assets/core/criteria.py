@@ -191,7 +191,9 @@ class ChangeGate(_Gate):
     def _one_tolerance(self) -> ChangeGate:
         _check_metric(self.metric)
         if (self.max_relative_drop is None) == (self.max_absolute_drop is None):
-            raise ValueError("a change gate needs exactly one of max_relative_drop, max_absolute_drop")
+            raise ValueError(
+                "a change gate needs exactly one of max_relative_drop, max_absolute_drop"
+            )
         return self
 
     @property
@@ -301,7 +303,9 @@ class Criteria(_Strict):
             if gate.name in seen:
                 raise _KeyError(
                     f"gate names must be unique; {gate.name!r} is used twice",
-                    "gates", index, "name",
+                    "gates",
+                    index,
+                    "name",
                 )
             seen.add(gate.name)
         known = self.known_columns()
@@ -323,20 +327,23 @@ class Criteria(_Strict):
                     raise _KeyError(
                         f"gate {gate.name!r}: attribute {gate.attribute!r} is not listed under "
                         f"fairness ({', '.join(self.fairness) or 'none'})",
-                        "gates", index, "attribute",
+                        "gates",
+                        index,
+                        "attribute",
                     )
             elif isinstance(gate.slices, list):
                 unknown = [
                     s
                     for s in gate.slices
-                    if s not in names
-                    and not ("=" in s and s.split("=", 1)[0] in value_columns)
+                    if s not in names and not ("=" in s and s.split("=", 1)[0] in value_columns)
                 ]
                 if unknown:
                     raise _KeyError(
                         f"gate {gate.name!r}: unknown slice(s) {', '.join(unknown)}; "
                         f"declared: {', '.join(names)}",
-                        "gates", index, "slices",
+                        "gates",
+                        index,
+                        "slices",
                     )
         return self
 
@@ -486,7 +493,9 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int:
     for part in loc:
         if isinstance(best, yaml.MappingNode):
             match = next((v for k, v in best.value if k.value == str(part)), None)
-        elif isinstance(best, yaml.SequenceNode) and isinstance(part, int) and part < len(best.value):
+        elif (
+            isinstance(best, yaml.SequenceNode) and isinstance(part, int) and part < len(best.value)
+        ):
             match = best.value[part]
         else:
             match = None

@@ -79,25 +79,27 @@ def evaluate(
     not recomputed.
     """
     threshold = criteria.dataset.threshold
-    candidate = candidate_metrics or model_metrics(
-        y, candidate_scores, slices, fairness, threshold
-    )
+    candidate = candidate_metrics or model_metrics(y, candidate_scores, slices, fairness, threshold)
     champion = champion_metrics
     if champion is None and champion_scores is not None:
         champion = model_metrics(y, champion_scores, slices, fairness, threshold)
-    intervals = paired_bootstrap(
-        y,
-        candidate_scores,
-        champion_scores,
-        slices,
-        threshold,
-        BootstrapConfig(
-            n_resamples=criteria.bootstrap.resamples,
-            seed=criteria.bootstrap.seed,
-            confidence=criteria.bootstrap.confidence,
-        ),
-        fairness=fairness,
-    ) if criteria.bootstrap.resamples > 0 else pd.DataFrame()
+    intervals = (
+        paired_bootstrap(
+            y,
+            candidate_scores,
+            champion_scores,
+            slices,
+            threshold,
+            BootstrapConfig(
+                n_resamples=criteria.bootstrap.resamples,
+                seed=criteria.bootstrap.seed,
+                confidence=criteria.bootstrap.confidence,
+            ),
+            fairness=fairness,
+        )
+        if criteria.bootstrap.resamples > 0
+        else pd.DataFrame()
+    )
     verdict = decide(criteria, candidate, champion, intervals)
     return Evaluation(candidate, champion, intervals, verdict)
 

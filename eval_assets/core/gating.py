@@ -172,9 +172,13 @@ def decide(
             if not results:  # never silent: a gate that covers nothing says so, and fails closed
                 results = [
                     GateResult(
-                        gate=gate.name, kind=gate.kind, slice="(none)",
-                        metric=getattr(gate, "metric", "support"), outcome=MISSING,
-                        passed=False, threshold=_threshold_text(gate),
+                        gate=gate.name,
+                        kind=gate.kind,
+                        slice="(none)",
+                        metric=getattr(gate, "metric", "support"),
+                        outcome=MISSING,
+                        passed=False,
+                        threshold=_threshold_text(gate),
                         reason="the gate selects no slice",
                     )
                 ]
@@ -204,9 +208,15 @@ def _slice_result(
     metric = getattr(gate, "metric", "support")
     base = dict(gate=gate.name, kind=gate.kind, slice=slice_name, metric=metric)
     threshold = _threshold_text(gate)
-    if slice_name not in candidate.slices.index or int(candidate.slices.at[slice_name, "support"]) == 0:
+    if (
+        slice_name not in candidate.slices.index
+        or int(candidate.slices.at[slice_name, "support"]) == 0
+    ):
         return GateResult(
-            **base, outcome=MISSING, passed=policy.allow_missing_slices, threshold=threshold,
+            **base,
+            outcome=MISSING,
+            passed=policy.allow_missing_slices,
+            threshold=threshold,
             reason=f"slice {slice_name!r} has no rows in this snapshot",
         )
     row = candidate.slices.loc[slice_name]
@@ -226,7 +236,10 @@ def _slice_result(
         ]
         ok = not short
         return GateResult(
-            **base, outcome=PASS if ok else FAIL, passed=ok, candidate=float(support),
+            **base,
+            outcome=PASS if ok else FAIL,
+            passed=ok,
+            candidate=float(support),
             reason="support is sufficient" if ok else ", ".join(short),
         )
 
@@ -238,7 +251,9 @@ def _slice_result(
         or negatives < policy.min_slice_negatives
     ):
         return GateResult(
-            **base, outcome=INSUFFICIENT, passed=policy.allow_insufficient_evidence,
+            **base,
+            outcome=INSUFFICIENT,
+            passed=policy.allow_insufficient_evidence,
             reason=(
                 f"support {support} rows / {positives} positives / {negatives} negatives is under "
                 f"the minimum {policy.min_slice_rows} / {policy.min_slice_positives} / "
@@ -248,13 +263,17 @@ def _slice_result(
     value = candidate.value(slice_name, metric)
     if value is None:
         return GateResult(
-            **base, outcome=MISSING, passed=policy.allow_missing_slices,
+            **base,
+            outcome=MISSING,
+            passed=policy.allow_missing_slices,
             reason=f"metric {metric} was not computed",
         )
     base["candidate"] = value
     if math.isnan(value):
         return GateResult(
-            **base, outcome=INSUFFICIENT, passed=policy.allow_insufficient_evidence,
+            **base,
+            outcome=INSUFFICIENT,
+            passed=policy.allow_insufficient_evidence,
             reason=f"{metric} is undefined on this slice",
         )
     if isinstance(gate, AbsoluteGate):
@@ -270,7 +289,9 @@ def _absolute(
     if base["mode"] == "non_inferiority":
         if low is None or high is None:
             return GateResult(
-                **base, outcome=INSUFFICIENT, passed=allow_insufficient,
+                **base,
+                outcome=INSUFFICIENT,
+                passed=allow_insufficient,
                 reason="non_inferiority mode needs a confidence interval and none is defined",
             )
         judged_low, judged_high = low, high
@@ -282,7 +303,9 @@ def _absolute(
     if gate.max is not None and judged_high > gate.max:
         problems.append(f"{gate.metric} {_fmt(judged_high)} > max {_fmt(gate.max)}")
     ok = not problems
-    reason = f"{gate.metric} {_fmt(value)} within {base['threshold']}" if ok else "; ".join(problems)
+    reason = (
+        f"{gate.metric} {_fmt(value)} within {base['threshold']}" if ok else "; ".join(problems)
+    )
     return GateResult(**base, outcome=PASS if ok else FAIL, passed=ok, reason=reason)
 
 
@@ -298,29 +321,38 @@ def _change(
     if champion is None:
         allowed = policy.no_champion == "absolute_only"
         return GateResult(
-            **base, outcome=NO_CHAMPION, passed=allowed,
+            **base,
+            outcome=NO_CHAMPION,
+            passed=allowed,
             reason="no champion to compare with"
             + (" (policy absolute_only: change gates pass)" if allowed else " (fails closed)"),
         )
     reference = champion.value(base["slice"], gate.metric)
     if reference is None or math.isnan(reference):
         return GateResult(
-            **base, champion=reference, outcome=INSUFFICIENT if reference is not None else MISSING,
-            passed=policy.allow_insufficient_evidence if reference is not None
+            **base,
+            champion=reference,
+            outcome=INSUFFICIENT if reference is not None else MISSING,
+            passed=policy.allow_insufficient_evidence
+            if reference is not None
             else policy.allow_missing_slices,
             reason=f"champion's {gate.metric} is undefined or missing on this slice",
         )
     change = value - reference
     relative = _relative(change, reference)
     low, high = ci.get(base["slice"], gate.metric, "delta")
-    base |= dict(champion=reference, change=change, relative_change=relative, ci_low=low, ci_high=high)
+    base |= dict(
+        champion=reference, change=change, relative_change=relative, ci_low=low, ci_high=high
+    )
 
     better_up = gate.higher_is_better
     if base["mode"] == "non_inferiority":
         bound = low if better_up else high
         if bound is None:
             return GateResult(
-                **base, outcome=INSUFFICIENT, passed=policy.allow_insufficient_evidence,
+                **base,
+                outcome=INSUFFICIENT,
+                passed=policy.allow_insufficient_evidence,
                 reason="non_inferiority mode needs a confidence interval of the change",
             )
         judged = bound
@@ -338,7 +370,8 @@ def _change(
     reason = (
         f"{gate.metric} {_fmt(value)} vs champion {_fmt(reference)}: {unit} degradation "
         f"{_pct(measured) if unit == 'relative' else _fmt(measured)} ({what}) "
-        f"{'<=' if ok else '>'} tolerance {_pct(tolerance) if unit == 'relative' else _fmt(tolerance)}"
+        f"{'<=' if ok else '>'} tolerance "
+        f"{_pct(tolerance) if unit == 'relative' else _fmt(tolerance)}"
     )
     return GateResult(**base, outcome=PASS if ok else FAIL, passed=ok, reason=reason)
 
@@ -349,15 +382,21 @@ def _fairness(
     policy = criteria.policy
     slice_name = f"fairness:{gate.attribute}"
     base = dict(
-        gate=gate.name, kind=gate.kind, slice=slice_name, metric=gate.metric,
-        threshold=_threshold_text(gate), mode="point",
+        gate=gate.name,
+        kind=gate.kind,
+        slice=slice_name,
+        metric=gate.metric,
+        threshold=_threshold_text(gate),
+        mode="point",
     )
     groups = candidate.fairness_groups
     groups = groups[groups["attribute"] == gate.attribute] if len(groups) else groups
     value = candidate.disparity(gate.attribute, gate.metric)
     if value is None or groups.empty:
         return GateResult(
-            **base, outcome=MISSING, passed=policy.allow_missing_slices,
+            **base,
+            outcome=MISSING,
+            passed=policy.allow_missing_slices,
             reason=f"no fairness metrics for attribute {gate.attribute!r}",
         )
     base |= dict(support=int(groups["support"].sum()), positives=int(groups["positives"].sum()))
@@ -382,7 +421,9 @@ def _fairness(
     if not ok:
         worst = _worst_groups(groups, gate.metric)
         problems.append(worst)
-    reason = f"{gate.metric} {_fmt(value)} within {base['threshold']}" if ok else "; ".join(problems)
+    reason = (
+        f"{gate.metric} {_fmt(value)} within {base['threshold']}" if ok else "; ".join(problems)
+    )
     return GateResult(**base, outcome=PASS if ok else FAIL, passed=ok, reason=reason)
 
 
@@ -404,7 +445,9 @@ class _IntervalLookup:
 
     def __init__(self, intervals: pd.DataFrame | None):
         self._table = (
-            intervals.set_index(["slice", "metric"]) if intervals is not None and len(intervals) else None
+            intervals.set_index(["slice", "metric"])
+            if intervals is not None and len(intervals)
+            else None
         )
 
     def get(self, slice_name: str, metric: str, side: str) -> tuple[float | None, float | None]:
@@ -479,4 +522,3 @@ def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
             value = None if math.isnan(value) else str(value)
         out[key] = value
     return out
-

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,9 @@ def main() -> int:
     say(f"state folder: {settings.state_dir}")
     if not any(s.snapshot_id == SNAPSHOT_ID for s in store.list_snapshots("card_fraud_golden")):
         say(f"1. generating the golden snapshot {SNAPSHOT_ID} ({GOLDEN_ROWS:,} rows)")
-        store.publish("card_fraud_golden", SNAPSHOT_ID, generate_transactions(GOLDEN_ROWS, GOLDEN_SEED))
+        store.publish(
+            "card_fraud_golden", SNAPSHOT_ID, generate_transactions(GOLDEN_ROWS, GOLDEN_SEED)
+        )
     else:
         say(f"1. golden snapshot {SNAPSHOT_ID} already published")
     drive(defs, instance, f"{MODEL}_snapshot_sensor")
@@ -66,7 +68,7 @@ def main() -> int:
     else:
         say("2. training four versions of fraud_detector")
         models = train()
-        for name, model in list(models.items())[len(existing):]:
+        for name, model in list(models.items())[len(existing) :]:
             version = register(settings.tracking_uri, settings.artifact_root, model, name)
             say(f"   registered {MODEL} v{version} ({STORIES[version]}); the sensor takes it")
             drive(defs, instance, f"{MODEL}_registry_sensor")
@@ -74,28 +76,39 @@ def main() -> int:
     say("3. verdicts")
     evaluations = resources["evaluation_store"]
     for info in registry.list_versions(MODEL)[:4]:
-        path = output_path([MODEL, "gate_verdict"], f"{version_key(MODEL, info.version)}|{SNAPSHOT_ID}", ".json")
+        path = output_path(
+            [MODEL, "gate_verdict"], f"{version_key(MODEL, info.version)}|{SNAPSHOT_ID}", ".json"
+        )
         print_verdict(info.version, evaluations.read_json(path))
     champion = registry.champion(MODEL)
     say(f"final champion: {MODEL} v{champion.version if champion else 'none'}")
-    say(f"done in {time.perf_counter() - started:.0f} s. Open the UI with `make ui` "
-        "(http://127.0.0.1:3000): assets, runs, checks and lineage of every evaluation.")
+    say(
+        f"done in {time.perf_counter() - started:.0f} s. Open the UI with `make ui` "
+        "(http://127.0.0.1:3000): assets, runs, checks and lineage of every evaluation."
+    )
     return 0
 
 
-def drive(defs: Definitions, instance: DagsterInstance, sensor_name: str, max_ticks: int = 6) -> None:
+def drive(
+    defs: Definitions, instance: DagsterInstance, sensor_name: str, max_ticks: int = 6
+) -> None:
     """Tick a sensor and run what it requests, until it has nothing more to do."""
     sensor = defs.resolve_sensor_def(sensor_name)
     cursor, done = None, set()
     for _ in range(max_ticks):
         with build_sensor_context(
-            instance=instance, cursor=cursor, definitions=defs, sensor_name=sensor_name,
+            instance=instance,
+            cursor=cursor,
+            definitions=defs,
+            sensor_name=sensor_name,
             resources=defs.resources,
         ) as context:
             result = sensor(context)
         cursor = result.cursor or cursor
         for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
         # The daemon skips a run key it has launched before; so does this loop.
         requests = [r for r in result.run_requests or [] if r.run_key not in done]
         if not requests:
@@ -124,8 +137,8 @@ def train() -> dict[str, Any]:
 def register(tracking_uri: str, artifact_root: str | None, model: Any, name: str) -> str:
     """Log a trained model to MLflow and register it as the next version of fraud_detector."""
     import mlflow
-    import skops
     import sklearn
+    import skops
     from mlflow.models import infer_signature
 
     from eval_assets.demo.training import FEATURES
@@ -151,7 +164,10 @@ def register(tracking_uri: str, artifact_root: str | None, model: Any, name: str
             signature=signature,
             skops_trusted_types=TRUSTED_TYPES,
             # Explicit requirements spare MLflow an environment export per model.
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"skops=={skops.__version__}"],
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"skops=={skops.__version__}",
+            ],
         )
     return str(logged.registered_model_version)
 

@@ -97,8 +97,7 @@ class LocalSnapshotStore(SnapshotStore):
         if not base.is_dir():
             return []
         infos = [
-            _info(json.loads(m.read_text()), str(m.parent))
-            for m in base.glob(f"*/{MANIFEST_FILE}")
+            _info(json.loads(m.read_text()), str(m.parent)) for m in base.glob(f"*/{MANIFEST_FILE}")
         ]
         return sorted(infos, key=lambda i: (i.created_at, i.snapshot_id))
 
@@ -106,7 +105,9 @@ class LocalSnapshotStore(SnapshotStore):
         folder = Path(self.root) / dataset / snapshot_id
         manifest = folder / MANIFEST_FILE
         if not manifest.is_file():
-            raise SnapshotIntegrityError(f"{folder}: no {MANIFEST_FILE}: the snapshot is incomplete")
+            raise SnapshotIntegrityError(
+                f"{folder}: no {MANIFEST_FILE}: the snapshot is incomplete"
+            )
         info = _info(json.loads(manifest.read_text()), str(folder))
         data = folder / DATA_FILE
         _verify(data, info)

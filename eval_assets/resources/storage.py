@@ -166,7 +166,6 @@ class OpenFormatIOManager(ConfigurableIOManager):
         value = self.store.read_json(output_path(path, partition, ".json"))
         if value is None:
             raise FileNotFoundError(
-                f"no stored output for {'/'.join(path)} partition {partition}: "
-                "materialize it first"
+                f"no stored output for {'/'.join(path)} partition {partition}: materialize it first"
             )
         return value

@@ -67,7 +67,7 @@ def test_the_example_criteria_file_loads_with_its_slices_gates_and_policy():
 
     assert criteria.model == "fraud_detector"
     assert criteria.dataset.label_column == "is_fraud"
-    assert criteria.dataset.threshold == 0.2
+    assert criteria.dataset.threshold == 0.1
     assert [g.name for g in criteria.gates] == [
         "overall_roc_auc_floor",
         "key_slice_roc_auc_vs_champion",
@@ -194,7 +194,7 @@ def test_an_absolute_bound_outside_a_metrics_range_is_impossible(tmp_path):
 
 def test_a_fairness_ratio_with_a_minimum_above_one_is_impossible(tmp_path):
     text = _edited(
-        "metric: equalized_odds_difference\n    max: 0.15",
+        "metric: equalized_odds_difference\n    max: 0.20",
         "metric: demographic_parity_ratio\n    min: 1.2",
     )
     message, path = _error(tmp_path, text)
@@ -203,7 +203,7 @@ def test_a_fairness_ratio_with_a_minimum_above_one_is_impossible(tmp_path):
 
 
 def test_a_fairness_difference_with_a_negative_maximum_is_impossible(tmp_path):
-    text = _edited("max: 0.15", "max: -0.1")
+    text = _edited("max: 0.20", "max: -0.1")
     message, path = _error(tmp_path, text)
 
     _assert_names(message, path, _line_of(text, "max: -0.1"), "gates.2.max", "can never pass")

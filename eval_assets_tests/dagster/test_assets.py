@@ -36,8 +36,10 @@ class World:
         self.store = LocalEvaluationStore(root=str(tmp / "outputs"))
         RecordingNotifier.sent.clear()
         settings = Settings.from_env(
-            {"EVAL_ASSETS_STATE": str(tmp / "state"),
-             "EVAL_ASSETS_CRITERIA_DIR": str(write_criteria(tmp / "criteria").parent)}
+            {
+                "EVAL_ASSETS_STATE": str(tmp / "state"),
+                "EVAL_ASSETS_CRITERIA_DIR": str(write_criteria(tmp / "criteria").parent),
+            }
         )
         self.defs = build_definitions(
             settings,
@@ -89,8 +91,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     )
 
 
-GATES = {"overall_roc_auc_floor", "key_slice_roc_auc_vs_champion", "age_band_equalized_odds",
-         "key_slice_support"}
+GATES = {
+    "overall_roc_auc_floor",
+    "key_slice_roc_auc_vs_champion",
+    "age_band_equalized_odds",
+    "key_slice_support",
+}
 
 
 def test_first_version_without_champion_is_judged_on_absolute_gates_and_promoted(world: World):
@@ -132,13 +138,23 @@ def test_failing_gate_blocks_promotion_and_alerts(world: World):
 def test_check_metadata_carries_the_numbers(world: World):
     result = world.evaluate(3)
     evaluation = next(
-        e for e in result.get_asset_check_evaluations()
+        e
+        for e in result.get_asset_check_evaluations()
         if e.check_name == "key_slice_roc_auc_vs_champion"
     )
     assert evaluation.partition == f"{MODEL}.v3|{SNAPSHOT}"  # each pair keeps its own result
     metadata = {k: v.value for k, v in evaluation.metadata.items()}
-    for key in ("slice", "metric", "candidate", "champion", "change", "interval", "threshold",
-                "support", "outcome"):
+    for key in (
+        "slice",
+        "metric",
+        "candidate",
+        "champion",
+        "change",
+        "interval",
+        "threshold",
+        "support",
+        "outcome",
+    ):
         assert key in metadata, key
     assert metadata["outcome"] == "fail"
     assert metadata["champion"] > metadata["candidate"]

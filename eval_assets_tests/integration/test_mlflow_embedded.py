@@ -74,8 +74,10 @@ def test_sensor_driven_evaluations_move_the_alias_only_on_a_full_pass(env):
     promoted = instance.get_materialized_partitions(AssetKey([MODEL, "promotion"]))
     assert f"{MODEL}.v3|{SNAPSHOT}" not in promoted
     assert "eval_assets.verdict" not in client.get_model_version(MODEL, "3").tags
-    verdicts = {r.data.tags["eval_assets.version"]: r.data.tags["eval_assets.verdict"]
-                for r in evaluation_runs(client)}
+    verdicts = {
+        r.data.tags["eval_assets.version"]: r.data.tags["eval_assets.verdict"]
+        for r in evaluation_runs(client)
+    }
     assert verdicts == {"1": "passed", "2": "passed", "3": "failed"}
 
 
@@ -109,9 +111,15 @@ def test_definitions_load_with_no_environment_and_no_network():
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     # An unroutable proxy makes any attempted network call fail loudly.
     env |= {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    code = "from eval_assets.definitions import defs; print(len(list(defs.resolve_all_asset_specs())))"
+    code = (
+        "from eval_assets.definitions import defs; print(len(list(defs.resolve_all_asset_specs())))"
+    )
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180,
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -26,7 +26,7 @@ def golden_frame(rows: int = 20_000, seed: int = 11) -> pd.DataFrame:
 
 
 def train(kind: str, rows: int = 20_000, seed: int = 5) -> Pipeline:
-    """``good`` uses every feature; ``weak`` lacks the burst count; ``bad`` learns shuffled labels."""
+    """``good``: every feature; ``weak``: no burst count; ``bad``: learns shuffled labels."""
     frame = generate_transactions(rows, seed)
     y = frame["is_fraud"].to_numpy()
     numeric, categorical = NUMERIC, CATEGORICAL
