@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -12,17 +13,47 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` so that readers see the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's pid is in the temporary's name, so a later write can tell an orphan (its
+    # writer was killed before the rename) from a concurrent writer's file.
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            # A full disk says "No space left on device" without saying where: name the file.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_orphans(path)
     return path
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporaries of `path` whose writer process no longer exists on this host."""
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        # ".<name>.<pid>.<random, no dots>.tmp", read from the end: names may hold dots.
+        parts = candidate.name[: -len(".tmp")].rsplit(".", 2)
+        if len(parts) == 3 and parts[0] == f".{path.name}" and parts[1].isdigit():
+            if not _alive(int(parts[1])):
+                candidate.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_text(path: str | Path, text: str) -> Path:

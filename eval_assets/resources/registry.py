@@ -4,8 +4,10 @@
 `FakeModelRegistry` keeps everything in memory for fast tests.
 """
 
+import contextlib
 import shutil
 import tempfile
+import threading
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,22 @@ from pydantic import PrivateAttr
 
 CHAMPION_ALIAS = "champion"
 EVAL_KEY_TAG = "eval_assets.evaluation_key"
+# Set at creation; the key tag itself is set only when the run is complete.
+PENDING_KEY_TAG = "eval_assets.pending_evaluation_key"
+
+
+_MLFLOW_IMPORT_LOCK = threading.Lock()
+
+
+def _import_mlflow() -> None:
+    """Import MLflow once, under a lock, before any of its submodules.
+
+    Sensors tick in threads of one code server: two threads importing MLflow for the first time
+    at once can each see the other's half-initialized package (``mlflow.version`` missing), and
+    the failed import then leaves the process unable to import it again.
+    """
+    with _MLFLOW_IMPORT_LOCK:
+        import mlflow  # noqa: F401
 
 
 class RegistryUnavailable(RuntimeError):
@@ -51,6 +69,13 @@ class EvaluationRun:
 
 class ModelRegistry(ConfigurableResource):
     """A registry of model versions with a movable `champion` alias and run tracking."""
+
+    def check_available(self) -> None:
+        """Raise `RegistryUnavailable` promptly if the registry cannot be reached (default: no-op).
+
+        Sensors call it first: a client that retries for minutes would outlive the sensor's
+        time budget and fail the tick with a timeout that does not say what was down.
+        """
 
     @abstractmethod
     def list_versions(self, model: str) -> list[VersionInfo]:
@@ -107,10 +132,22 @@ class MlflowModelRegistry(ModelRegistry):
     @property
     def client(self) -> Any:
         if self._client is None:
+            _import_mlflow()
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
+
+    def check_available(self) -> None:
+        # MLflow's client retries a refused connection for about 4 minutes (7 retries, exponential
+        # backoff); one bounded GET on the server's /health answers in seconds instead.
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return
+        _import_mlflow()
+        import requests
+
+        with _unavailable("reach", "the tracking server", self.tracking_uri):
+            requests.get(f"{self.tracking_uri.rstrip('/')}/health", timeout=10)
 
     def list_versions(self, model: str) -> list[VersionInfo]:
         with _unavailable("list versions of", model, self.tracking_uri):
@@ -122,6 +159,7 @@ class MlflowModelRegistry(ModelRegistry):
             return _info(self.client.get_model_version(model, str(version)))
 
     def champion(self, model: str) -> VersionInfo | None:
+        _import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -133,6 +171,7 @@ class MlflowModelRegistry(ModelRegistry):
             raise
 
     def download(self, model: str, version: str, destination: Path) -> Path:
+        _import_mlflow()
         import mlflow.artifacts
 
         destination.mkdir(parents=True, exist_ok=True)
@@ -175,17 +214,16 @@ class MlflowModelRegistry(ModelRegistry):
 
         with _unavailable("log the evaluation of", model, self.tracking_uri):
             experiment_id = self._experiment(model)
-            existing = self.client.search_runs(
-                [experiment_id],
-                filter_string=f"tags.`{EVAL_KEY_TAG}` = '{evaluation_key}'",
-                max_results=1,
-            )
-            if existing:
-                run_id = existing[0].info.run_id
-                return EvaluationRun(run_id, created=False, url=self._run_url(experiment_id, run_id))
+            existing = self._finished_run(experiment_id, evaluation_key)
+            if existing is not None:
+                return EvaluationRun(
+                    existing, created=False, url=self._run_url(experiment_id, existing)
+                )
+            # The key tag is written last, just before FINISHED, and only finished runs count: a
+            # run whose writer was killed or lost MLflow half-way is never taken for the record.
             run = self.client.create_run(
                 experiment_id,
-                tags={EVAL_KEY_TAG: evaluation_key, **tags},
+                tags={PENDING_KEY_TAG: evaluation_key, **tags},
                 run_name=tags.get("mlflow.runName"),
             )
             run_id = run.info.run_id
@@ -204,13 +242,34 @@ class MlflowModelRegistry(ModelRegistry):
                     self.client.log_artifacts(run_id, folder)
                 if dataset is not None:
                     self._log_dataset(run_id, dataset)
+                self.client.set_tag(run_id, EVAL_KEY_TAG, evaluation_key)
                 self.client.set_terminated(run_id, "FINISHED")
             except Exception:
-                # A half-logged run would satisfy the lookup above forever: remove it so the retry
-                # starts clean.
-                self.client.delete_run(run_id)
+                # Remove the half-logged run if MLflow still answers; the original error stands.
+                with contextlib.suppress(Exception):
+                    self.client.delete_run(run_id)
                 raise
+            # Two writers can both miss the lookup above and both log a run. Every writer keeps
+            # the same one, the first finished, and a writer whose run is not it deletes its own.
+            winner = self._finished_run(experiment_id, evaluation_key)
+            if winner is not None and winner != run_id:
+                self.client.delete_run(run_id)
+                url = self._run_url(experiment_id, winner)
+                return EvaluationRun(winner, created=False, url=url)
         return EvaluationRun(run_id, created=True, url=self._run_url(experiment_id, run_id))
+
+    def _finished_run(self, experiment_id: str, evaluation_key: str) -> str | None:
+        """The evaluation's run: the first FINISHED run tagged with the key (end time, then id)."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`{EVAL_KEY_TAG}` = '{evaluation_key}' and attributes.status = 'FINISHED'"
+            ),
+            max_results=50,
+        )
+        if not runs:
+            return None
+        return min(runs, key=lambda r: (r.info.end_time or 0, r.info.run_id)).info.run_id
 
     def _experiment(self, model: str) -> str:
         name = f"{self.experiment_prefix}/{model}"
