@@ -11,8 +11,10 @@ from typing import Any
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetKey,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     sensor,
@@ -22,17 +24,24 @@ from eval_assets.assets import DIGEST_TAG
 from eval_assets.core.criteria import Criteria
 from eval_assets.core.digests import evaluation_key
 from eval_assets.partitions import (
-    evaluation_key as pair_key,
-)
-from eval_assets.partitions import (
+    MODEL_DIM,
     model_version_partitions,
     snapshot_partitions,
     version_key,
+)
+from eval_assets.partitions import (
+    evaluation_key as pair_key,
 )
 from eval_assets.resources.registry import ModelRegistry, VersionInfo
 from eval_assets.resources.snapshots import SnapshotInfo, SnapshotStore
 
 SENSOR_INTERVAL_SECONDS = 10
+IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
 Job = Any  # a job definition, resolved or not
 
 
@@ -60,6 +69,7 @@ def build_registry_sensor(
         # depends on a cursor surviving, and an unreachable registry raises here: the tick fails,
         # the cursor stays, and the next tick catches up.
         seen = int(context.cursor or 0)
+        model_registry.check_available()
         versions = model_registry.list_versions(model)
         known = set(context.instance.get_dynamic_partitions(versions_def.name))
         notes: list[str] = []
@@ -88,20 +98,37 @@ def build_registry_sensor(
         snapshot = _latest_ingested_snapshot(context, criteria, snapshot_store)
         evaluated = {
             key.split("|")[0]
-            for key in context.instance.get_materialized_partitions(AssetKey([model, "gate_verdict"]))
+            for key in context.instance.get_materialized_partitions(
+                AssetKey([model, "gate_verdict"])
+            )
+        }
+        # A version whose evaluation is queued or running is not evaluated yet, but must not be
+        # requested again: if a newer snapshot was ingested meanwhile, that would be a second
+        # evaluation (another run key) of the same version.
+        in_flight = {
+            run.tags.get(f"dagster/partition/{MODEL_DIM}")
+            for run in context.instance.get_runs(
+                RunsFilter(job_name=evaluate_job.name, statuses=IN_FLIGHT)
+            )
         }
         for info in versions:
             partition = version_key(model, info.version)
             if partition not in known or partition in evaluated:
                 continue
+            if partition in in_flight:
+                notes.append(f"v{info.version}: evaluation in progress")
+                continue
             digest = info.tags.get(DIGEST_TAG)
             if snapshot is None or digest is None:
-                reason = "no ingested snapshot yet" if snapshot is None else "ingestion not finished"
+                reason = (
+                    "no ingested snapshot yet" if snapshot is None else "ingestion not finished"
+                )
                 notes.append(f"v{info.version} waiting: {reason}")
                 continue
             requests.append(
-                _evaluation_request(criteria, evaluate_job, info.version, digest, snapshot,
-                                    "registry_sensor")
+                _evaluation_request(
+                    criteria, evaluate_job, info.version, digest, snapshot, "registry_sensor"
+                )
             )
             notes.append(f"v{info.version}: evaluation requested on {snapshot.snapshot_id}")
         for note in notes:
@@ -138,6 +165,7 @@ def build_snapshot_sensor(
         snapshot_store: SnapshotStore,
     ) -> SensorResult:
         # Only snapshots whose manifest exists are listed: a half-upload is invisible here.
+        model_registry.check_available()
         snapshots = snapshot_store.list_snapshots(dataset)
         known = set(context.instance.get_dynamic_partitions(snapshots_def.name))
         new = [s for s in snapshots if s.snapshot_id not in known]
@@ -153,14 +181,14 @@ def build_snapshot_sensor(
         notes = [f"new snapshot {s.snapshot_id} ({s.rows} rows): ingesting" for s in new]
         latest = _latest_ingested_snapshot(context, criteria, snapshot_store, snapshots)
         champion = model_registry.champion(model)
-        evaluated = context.instance.get_materialized_partitions(
-            AssetKey([model, "gate_verdict"])
-        )
+        evaluated = context.instance.get_materialized_partitions(AssetKey([model, "gate_verdict"]))
         if latest is not None and champion is not None:
             digest = champion.tags.get(DIGEST_TAG)
             pair = pair_key(version_key(model, champion.version), latest.snapshot_id)
             if pair in evaluated:
-                notes.append(f"champion v{champion.version} already evaluated on {latest.snapshot_id}")
+                notes.append(
+                    f"champion v{champion.version} already evaluated on {latest.snapshot_id}"
+                )
             elif digest:
                 requests.append(
                     _evaluation_request(
@@ -178,7 +206,9 @@ def build_snapshot_sensor(
             run_requests=requests,
             dynamic_partitions_requests=[
                 AddDynamicPartitionsRequest(snapshots_def.name, [s.snapshot_id for s in new])
-            ] if new else [],
+            ]
+            if new
+            else [],
             skip_reason=None if requests else ("; ".join(notes) or "no new snapshot"),
         )
 

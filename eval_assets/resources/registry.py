@@ -135,7 +135,9 @@ class MlflowModelRegistry(ModelRegistry):
             _import_mlflow()
             from mlflow.tracking import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            self._client = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            )
         return self._client
 
     def check_available(self) -> None:
@@ -166,7 +168,10 @@ class MlflowModelRegistry(ModelRegistry):
             with _unavailable("read the champion of", model, self.tracking_uri):
                 return _info(self.client.get_model_version_by_alias(model, CHAMPION_ALIAS))
         except MlflowException as exc:
-            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if getattr(exc, "error_code", "") in (
+                "RESOURCE_DOES_NOT_EXIST",
+                "INVALID_PARAMETER_VALUE",
+            ):
                 return None
             raise
 
@@ -293,13 +298,15 @@ class MlflowModelRegistry(ModelRegistry):
         )
         self.client.log_inputs(
             run_id,
-            [DatasetInput(data._to_mlflow_entity(), [InputTag("mlflow.data.context", "evaluation")])],
+            [
+                DatasetInput(
+                    data._to_mlflow_entity(), [InputTag("mlflow.data.context", "evaluation")]
+                )
+            ],
         )
 
     def _run_url(self, experiment_id: str, run_id: str) -> str | None:
-        base = self.ui_url or (
-            self.tracking_uri if self.tracking_uri.startswith("http") else None
-        )
+        base = self.ui_url or (self.tracking_uri if self.tracking_uri.startswith("http") else None)
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
 
 
@@ -367,7 +374,9 @@ class FakeModelRegistry(ModelRegistry):
     def register(self, model: str, folder: Path, status: str = "READY") -> VersionInfo:
         versions = self.state.versions.setdefault(model, {})
         version = str(len(versions) + 1)
-        info = VersionInfo(model, version, status, run_id=f"run-{model}-{version}", source=str(folder))
+        info = VersionInfo(
+            model, version, status, run_id=f"run-{model}-{version}", source=str(folder)
+        )
         versions[version] = (info, folder)
         return info
 

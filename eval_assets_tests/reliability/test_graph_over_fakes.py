@@ -44,8 +44,13 @@ from eval_assets_tests.support.factories import (
 
 ROWS = 6000
 GOLDEN = "golden"
-EVALUATION_ASSETS = ("predictions", "slice_metrics", "gate_verdict", "evaluation_report",
-                     "promotion")
+EVALUATION_ASSETS = (
+    "predictions",
+    "slice_metrics",
+    "gate_verdict",
+    "evaluation_report",
+    "promotion",
+)
 
 
 class Canary:
@@ -68,8 +73,10 @@ class Graph:
         self.store = LocalEvaluationStore(root=str(store_root or tmp / "outputs"))
         criteria = sized_criteria(tmp / "criteria")
         settings = Settings.from_env(
-            {"EVAL_ASSETS_STATE": str(tmp / "state"),
-             "EVAL_ASSETS_CRITERIA_DIR": str(criteria.parent)}
+            {
+                "EVAL_ASSETS_STATE": str(tmp / "state"),
+                "EVAL_ASSETS_CRITERIA_DIR": str(criteria.parent),
+            }
         )
         self.defs = build_definitions(
             settings,
@@ -128,8 +135,6 @@ def sized_criteria(folder: Path) -> Path:
     return write_criteria(
         folder, gates=gates, bootstrap={"resamples": 100, "seed": 7, "confidence": 0.95}
     )
-
-
 
 
 def failure_text(result) -> str:
@@ -225,10 +230,12 @@ BAD_SNAPSHOTS = {
         ["'is_fraud'", "missing label", "row 3"],
     ),
     "label-outside-classes": (
-        lambda f: _with(f, "is_fraud", 2, 2), ["'is_fraud'", "value 2", "row 2"],
+        lambda f: _with(f, "is_fraud", 2, 2),
+        ["'is_fraud'", "value 2", "row 2"],
     ),
     "infinite-feature": (
-        lambda f: _with(f, "amount", 9, np.inf), ["'amount'", "infinite value inf", "row 9"],
+        lambda f: _with(f, "amount", 9, np.inf),
+        ["'amount'", "infinite value inf", "row 9"],
     ),
     "nan-feature": (
         lambda f: _with(f, "tx_count_24h", 11, np.nan, dtype="float64"),
@@ -272,8 +279,11 @@ def _mlmodel(folder: Path, pickled_model: str, fmt: str = "cloudpickle") -> None
     spec = {
         "flavors": {
             "python_function": {"loader_module": "mlflow.sklearn", "model_path": pickled_model},
-            "sklearn": {"pickled_model": pickled_model, "serialization_format": fmt,
-                        "sklearn_version": "1.9.1"},
+            "sklearn": {
+                "pickled_model": pickled_model,
+                "serialization_format": fmt,
+                "sklearn_version": "1.9.1",
+            },
         }
     }
     (folder / "MLmodel").write_text(yaml.safe_dump(spec))
@@ -372,8 +382,12 @@ def test_two_ticks_racing_for_a_new_version_request_the_same_run_keys(graph: Gra
     barrier = threading.Barrier(2)
 
     def tick(slot: int) -> None:
-        with build_sensor_context(instance=graph.instance, definitions=graph.defs,
-                                  sensor_name=name, resources=graph.defs.resources) as context:
+        with build_sensor_context(
+            instance=graph.instance,
+            definitions=graph.defs,
+            sensor_name=name,
+            resources=graph.defs.resources,
+        ) as context:
             barrier.wait()
             results[slot] = graph.defs.resolve_sensor_def(name)(context)
 
@@ -427,7 +441,8 @@ def small_filesystem(folder: Path, size: str):
     folder.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}); see the /dev/full test")
@@ -527,9 +542,11 @@ def _check(result, name: str) -> tuple[bool, dict]:
     "snapshot, transform, outcome",
     [
         # every transaction over $10k is legitimate: AUC is undefined on `high_value`
-        ("single-class-slice",
-         lambda f: f.assign(is_fraud=f["is_fraud"].where(f["amount"] <= 10000, 0)),
-         "insufficient_evidence"),
+        (
+            "single-class-slice",
+            lambda f: f.assign(is_fraud=f["is_fraud"].where(f["amount"] <= 10000, 0)),
+            "insufficient_evidence",
+        ),
         # no transaction over $10k at all: the key slice `high_value` has no rows
         ("empty-slice", lambda f: f[f["amount"] <= 10000].reset_index(drop=True), "missing"),
     ],

@@ -141,7 +141,8 @@ class Stack:
 
     def finished_runs_per_key(self) -> Counter[str]:
         return Counter(
-            r.data.tags[EVAL_KEY_TAG] for r in self.evaluation_runs()
+            r.data.tags[EVAL_KEY_TAG]
+            for r in self.evaluation_runs()
             if EVAL_KEY_TAG in r.data.tags and r.info.status == "FINISHED"
         )
 
@@ -185,8 +186,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Plots are two thirds of an evaluation's time and play no part in these faults
         # (core/test_report.py and dagster/test_assets.py cover them): tiny stand-ins.
         png = tiny_png()
-        patch.setattr(eval_assets.assets, "render_images", lambda *a, **k: dict.fromkeys(
-            ("gate_changes.png", "roc_pr_overall.png", "confusion_matrices.png"), png))
+        patch.setattr(
+            eval_assets.assets,
+            "render_images",
+            lambda *a, **k: dict.fromkeys(
+                ("gate_changes.png", "roc_pr_overall.png", "confusion_matrices.png"), png
+            ),
+        )
         env = {
             "EVAL_ASSETS_STATE": str(tmp / "state"),
             "EVAL_ASSETS_CRITERIA_DIR": str(sized_criteria(tmp / "criteria").parent),
@@ -195,8 +201,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         defs = build_definitions(Settings.from_env(env))
         instance = DagsterInstance.from_config(str(home))
         mlflow.set_tracking_uri(server.url)
-        s = Stack(tmp, server, env, home, defs, instance, MlflowClient(server.url),
-                  train("good", rows=ROWS), alias_log)
+        s = Stack(
+            tmp,
+            server,
+            env,
+            home,
+            defs,
+            instance,
+            MlflowClient(server.url),
+            train("good", rows=ROWS),
+            alias_log,
+        )
         s.experiment = mlflow.create_experiment("training")
         defs.resources["snapshot_store"].publish(DATASET, SNAPSHOT, golden_frame(rows=ROWS))
         drive(defs, instance, f"{MODEL}_snapshot_sensor")
@@ -230,14 +245,17 @@ def assert_promoted_once(s: Stack, version: str) -> None:
     key = s.key_of(version)
     assert s.finished_runs_per_key()[key] == 1
     verdict = json.loads(
-        (s.outputs / MODEL / "gate_verdict" / f"{MODEL}.v{version}" / f"{SNAPSHOT}.json")
-        .read_text()
+        (
+            s.outputs / MODEL / "gate_verdict" / f"{MODEL}.v{version}" / f"{SNAPSHOT}.json"
+        ).read_text()
     )
     assert verdict["passed"] and verdict["evaluation_key"] == key
     run = s.client.get_run(verdict["mlflow_run_id"])  # the record points at the complete run
     assert run.info.status == "FINISHED" and run.data.tags[EVAL_KEY_TAG] == key
-    assert {a.path for a in s.client.list_artifacts(run.info.run_id)} >= {"verdict.json",
-                                                                         "metrics.json"}
+    assert {a.path for a in s.client.list_artifacts(run.info.run_id)} >= {
+        "verdict.json",
+        "metrics.json",
+    }
     assert_invariants(s)
 
 
@@ -266,7 +284,8 @@ def test_mlflow_down_during_a_run_fails_naming_mlflow_and_the_rerun_records_once
     assert s.champion() == before
     assert s.key_of(candidate) not in s.finished_runs_per_key()
     assert not s.instance.get_materialized_partitions(AssetKey([MODEL, "promotion"])) & {
-        partition(candidate)}
+        partition(candidate)
+    }
 
     again = s.evaluate(candidate)  # MLflow is back: the same run, re-executed
     assert again.success, failure_text(again)
@@ -365,8 +384,9 @@ def test_a_run_killed_at_any_point_of_materialization_then_rerun_leaves_everythi
 
     # 1. From outside, once its predictions are stored (it is computing metrics and the verdict).
     child = start_child(s, candidate)
-    wait_for(s.outputs / MODEL / "predictions" / f"{MODEL}.v{candidate}" / f"{SNAPSHOT}.parquet",
-             child)
+    wait_for(
+        s.outputs / MODEL / "predictions" / f"{MODEL}.v{candidate}" / f"{SNAPSHOT}.parquet", child
+    )
     os.kill(child.pid, signal.SIGKILL)
     child.join(KILL_TIMEOUT_S)
     assert child.exitcode == -signal.SIGKILL, (child.exitcode, tail(child))
@@ -449,8 +469,12 @@ def test_two_writers_through_the_search_then_create_window_keep_one_mlflow_run(s
 
         client.search_runs = search_then_wait
         results[name] = registry.record_evaluation(
-            MODEL, key, params={"writer": name}, tags={"mlflow.runName": f"race {name}"},
-            metrics={"roc_auc.overall": 0.9}, artifacts={"verdict.json": b"{}"},
+            MODEL,
+            key,
+            params={"writer": name},
+            tags={"mlflow.runName": f"race {name}"},
+            metrics={"roc_auc.overall": 0.9},
+            artifacts={"verdict.json": b"{}"},
         )
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
@@ -475,8 +499,10 @@ def test_alias_moved_by_someone_else_between_verdict_and_promotion_is_not_overwr
     before, other = s.champion(), "1"  # someone else rolls the alias back to v1
     assert before != other
     job = s.defs.resolve_job_def(EVAL_JOB)
-    verdict_keys = [AssetKey([MODEL, n]) for n in
-                    ("predictions", "slice_metrics", "gate_verdict", "evaluation_report")]
+    verdict_keys = [
+        AssetKey([MODEL, n])
+        for n in ("predictions", "slice_metrics", "gate_verdict", "evaluation_report")
+    ]
     judged = job.execute_in_process(
         partition_key=partition(candidate), instance=s.instance, asset_selection=verdict_keys
     )
@@ -485,7 +511,8 @@ def test_alias_moved_by_someone_else_between_verdict_and_promotion_is_not_overwr
     s.client.set_registered_model_alias(MODEL, "champion", other)  # someone else, meanwhile
 
     promoted = job.execute_in_process(
-        partition_key=partition(candidate), instance=s.instance,
+        partition_key=partition(candidate),
+        instance=s.instance,
         asset_selection=[AssetKey([MODEL, "promotion"])],
     )
     assert promoted.success

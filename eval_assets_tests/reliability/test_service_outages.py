@@ -61,7 +61,10 @@ def black_hole() -> Iterator[str]:
 
 def tick(defs, instance: DagsterInstance, name: str, cursor: str | None = None):
     with build_sensor_context(
-        instance=instance, cursor=cursor, definitions=defs, sensor_name=name,
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+        sensor_name=name,
         resources=defs.resources,
     ) as context:
         return defs.resolve_sensor_def(name)(context)
@@ -78,8 +81,11 @@ def chain(exc: BaseException | None) -> str:
 def settings(tmp: Path, **env: str) -> Settings:
     criteria = write_criteria(tmp / "criteria")
     return Settings.from_env(
-        {"EVAL_ASSETS_STATE": str(tmp / "state"), "EVAL_ASSETS_CRITERIA_DIR": str(criteria.parent),
-         **env}
+        {
+            "EVAL_ASSETS_STATE": str(tmp / "state"),
+            "EVAL_ASSETS_CRITERIA_DIR": str(criteria.parent),
+            **env,
+        }
     )
 
 
@@ -172,5 +178,6 @@ def test_s3_down_fails_the_snapshot_tick_and_ingestion_naming_the_bucket_then_ca
             )
         assert job.execute_in_process(partition_key="snap-1", instance=instance).success
         assert instance.get_materialized_partitions(AssetKey([MODEL, "data_snapshot"])) == {
-            "snap-1"}
+            "snap-1"
+        }
         assert tick(defs, instance, sensor).run_requests == []  # known now: not requested twice
