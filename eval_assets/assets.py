@@ -101,6 +101,12 @@ def build_evaluation_assets(
     ) -> Output[pd.DataFrame]:
         with tempfile.TemporaryDirectory() as folder:
             info, path = snapshot_store.fetch(dataset, context.partition_key, Path(folder))
+            if info.rows > criteria.dataset.max_rows:
+                raise Failure(
+                    f"{info.location}/data.parquet: {info.rows:,} rows is more than the contract's "
+                    f"dataset.max_rows ({criteria.dataset.max_rows:,}); refused before reading. "
+                    "Split the snapshot or raise max_rows if the machine has the memory."
+                )
             frame = pd.read_parquet(path)
         # Name the data file itself, so the error points at what to fix.
         validated = validate_dataset(frame, criteria.dataset, f"{info.location}/{DATA_FILE}")

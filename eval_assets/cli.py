@@ -125,6 +125,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         gated = _write_outputs(
             staged, args, result, criteria, candidate, champion, frame, key, identity, data_digest
         )
+        _write_report(
+            staged, result, criteria, dataset.labels, candidate_scores, champion_scores, identity
+        )
         atomic.publish_dir(staged, args.out / identity)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)  # nothing half-written stays in --out
@@ -201,6 +204,49 @@ def _write_outputs(
         verdict = {"evaluation_key": key, "run_id": identity, **result.verdict.to_dict()}
         (staged / "verdict.json").write_text(to_json(verdict))
     return gated
+
+
+def _write_report(
+    staged: Path,
+    result: Evaluation,
+    criteria: Criteria,
+    labels: np.ndarray,
+    candidate_scores: np.ndarray,
+    champion_scores: np.ndarray | None,
+    identity: str,
+) -> None:
+    """The same plots and HTML report as the Dagster evaluation_report asset."""
+    from eval_assets.core.report import (
+        confusion_matrices_png,
+        gate_changes_png,
+        html_report,
+        roc_pr_curves_png,
+    )
+
+    threshold = criteria.dataset.threshold
+    present = set(result.candidate.slices.index)
+    key_slices = [s for s in criteria.key_slices if s in present and s != "overall"]
+    images = {
+        "roc_pr_overall.png": roc_pr_curves_png(
+            labels, candidate_scores, champion_scores, threshold=threshold
+        ),
+        "confusion_matrices.png": confusion_matrices_png(
+            result.candidate, result.champion, key_slices, threshold
+        ),
+    }
+    if criteria.gates:
+        images["gate_changes.png"] = gate_changes_png(result.verdict, criteria)
+    for name, data in images.items():
+        (staged / name).write_bytes(data)
+    html = html_report(
+        title=f"eval-assets {identity}",
+        summary={"run id": identity, "criteria hash": criteria.digest()[:16]},
+        verdict=result.verdict,
+        candidate=result.candidate,
+        champion=result.champion,
+        images=images,
+    )
+    (staged / "report.html").write_text(html, encoding="utf-8")
 
 
 def _criteria(args: argparse.Namespace) -> Criteria:

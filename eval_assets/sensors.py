@@ -57,7 +57,7 @@ def build_registry_sensor(
         jobs=[ingest_job, evaluate_job],
         minimum_interval_seconds=interval,
         default_status=DefaultSensorStatus.RUNNING,
-        description=f"Evaluates every new version of {model} in the registry on the latest snapshot.",
+        description=f"Evaluates each new version of {model} on the latest snapshot.",
     )
     def registry_sensor(
         context: SensorEvaluationContext,
@@ -148,7 +148,7 @@ def build_registry_sensor(
 def build_snapshot_sensor(
     criteria: Criteria, ingest_job: Job, evaluate_job: Job, interval: int = SENSOR_INTERVAL_SECONDS
 ):
-    """Snapshot sensor: complete new snapshots are ingested, then the champion is evaluated on them."""
+    """Snapshot sensor: complete new snapshots are ingested, then the champion evaluated on them."""
     model, dataset = criteria.model, criteria.dataset.name
     snapshots_def = snapshot_partitions(dataset)
 
@@ -157,7 +157,7 @@ def build_snapshot_sensor(
         jobs=[ingest_job, evaluate_job],
         minimum_interval_seconds=interval,
         default_status=DefaultSensorStatus.RUNNING,
-        description=f"Ingests each complete {dataset} snapshot and re-evaluates the champion on it.",
+        description=f"Ingests each complete {dataset} snapshot; re-evaluates the champion on it.",
     )
     def snapshot_sensor(
         context: SensorEvaluationContext,

@@ -73,6 +73,11 @@ class DatasetContract(_Strict):
         default_factory=dict, description="expected type of each declared column"
     )
     extra_columns: Literal["error", "ignore"] = "error"
+    max_rows: int = Field(
+        20_000_000,
+        ge=1,
+        description="larger snapshots are refused before they are read, so memory stays bounded",
+    )
     allow_missing_features: bool = False
 
     @model_validator(mode="after")

@@ -116,7 +116,11 @@ def eval_assets(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "eval-assets-test-pycache")
     return subprocess.run(
-        [*command, *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env,
+        [*command, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=600,
     )
 
@@ -131,7 +135,10 @@ def git_repo(path: Path, dirty: bool = False) -> str:
     if dirty:
         (path / "train.py").write_text("print('changed')\n")  # a change to a tracked file
     return subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"], cwd=path, check=True, capture_output=True,
+        ["git", "rev-parse", "--short=12", "HEAD"],
+        cwd=path,
+        check=True,
+        capture_output=True,
         text=True,
     ).stdout.strip()
 
@@ -178,41 +185,69 @@ def runs(files, tmp_path_factory) -> dict[str, Run]:
     def evaluate(cwd: Path, *extra: object, model: str, data: str | Path = "data", **kw) -> Run:
         out = cwd / "out"
         data_path = files[data] if isinstance(data, str) else data
-        args = ["evaluate", "--model-path", files[model], "--data-path", data_path,
-                "--out", out, *extra]
+        args = [
+            "evaluate",
+            "--model-path",
+            files[model],
+            "--data-path",
+            data_path,
+            "--out",
+            out,
+            *extra,
+        ]
         return Run(cwd, out, args, **kw)
 
     scenarios: dict[str, Run] = {}
-    scenarios["bare"] = evaluate(place("bare"), "--label-column", "label", model="good_pkl",
-                                 data="bare")
+    scenarios["bare"] = evaluate(
+        place("bare"), "--label-column", "label", model="good_pkl", data="bare"
+    )
     repo = place("clean") / "repo"
     scenarios["passing"] = evaluate(
-        repo, "--criteria", files["criteria"], "--champion-path", files["noise_pkl"], "--quiet",
-        model="good_skops", sha=git_repo(repo),
+        repo,
+        "--criteria",
+        files["criteria"],
+        "--champion-path",
+        files["noise_pkl"],
+        "--quiet",
+        model="good_skops",
+        sha=git_repo(repo),
     )
     scenarios["default_gate"] = evaluate(
-        place("default_gate"), "--label-column", "label", "--champion-path", files["noise_pkl"],
-        model="good_pkl", data="bare",
+        place("default_gate"),
+        "--label-column",
+        "label",
+        "--champion-path",
+        files["noise_pkl"],
+        model="good_pkl",
+        data="bare",
     )
     repo = place("dirty") / "repo"
     scenarios["failing"] = evaluate(
-        repo, "--criteria", files["criteria"], "--champion-path", files["good_pkl"],
-        model="noise_pkl", sha=git_repo(repo, dirty=True),
+        repo,
+        "--criteria",
+        files["criteria"],
+        "--champion-path",
+        files["good_pkl"],
+        model="noise_pkl",
+        sha=git_repo(repo, dirty=True),
     )
     bad = place("bad_data")
     frame = pd.read_csv(files["data"])
     frame["x2"] = frame["x2"].astype(object)
     frame.loc[10, "x2"] = "n/a?"
     frame.to_csv(bad / "bad.csv", index=False)
-    scenarios["bad_data"] = evaluate(bad, "--criteria", files["criteria"], model="good_pkl",
-                                     data=bad / "bad.csv")
+    scenarios["bad_data"] = evaluate(
+        bad, "--criteria", files["criteria"], model="good_pkl", data=bad / "bad.csv"
+    )
     missing = place("missing")
-    scenarios["missing_data"] = evaluate(missing, "--criteria", files["criteria"],
-                                         model="good_pkl", data=missing / "nope.csv")
+    scenarios["missing_data"] = evaluate(
+        missing, "--criteria", files["criteria"], model="good_pkl", data=missing / "nope.csv"
+    )
     broken = place("bad_criteria")
     (broken / "criteria.yaml").write_text(BROKEN_CRITERIA)
-    scenarios["bad_criteria"] = evaluate(broken, "--criteria", broken / "criteria.yaml",
-                                         model="good_pkl")
+    scenarios["bad_criteria"] = evaluate(
+        broken, "--criteria", broken / "criteria.yaml", model="good_pkl"
+    )
     usage = place("usage")
     scenarios["usage"] = Run(usage, usage / "out", ["evaluate", "--data-path", "x.csv"])
 
@@ -234,7 +269,13 @@ def test_without_criteria_it_writes_metrics_and_a_confusion_matrix_and_no_verdic
 
     assert run.code == 0, run.stderr
     folder = run.folder()
-    assert sorted(p.name for p in folder.iterdir()) == ["confusion_matrix.png", "metrics.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "confusion_matrices.png",
+        "confusion_matrix.png",
+        "metrics.json",
+        "report.html",
+        "roc_pr_overall.png",
+    ]
     assert (folder / "confusion_matrix.png").read_bytes().startswith(b"\x89PNG")
     metrics = run.json("metrics.json")
     assert metrics["run_id"] == folder.name
@@ -282,7 +323,11 @@ def test_passing_gates_exit_zero_and_the_run_id_begins_with_the_git_commit(runs)
     assert run.stderr == ""  # --quiet
     assert metrics["models"]["candidate"]["format"] == "skops"
     assert [s["slice"] for s in metrics["candidate"]["slices"]] == [
-        "overall", "high_value", "country=DE", "country=FR", "country=US",
+        "overall",
+        "high_value",
+        "country=DE",
+        "country=FR",
+        "country=US",
     ]
 
 
@@ -312,6 +357,10 @@ def test_a_failing_gate_exits_one_and_the_verdict_names_it(runs):
     assert "every_slice_support" not in failed
     assert "FAIL  key_slice_roc_auc_vs_champion: overall: roc_auc" in run.stdout
     assert "verdict: FAILED" in run.stderr
+    # The same report as the Dagster asset: the reviewer's plot and a self-contained page.
+    assert (run.folder() / "gate_changes.png").read_bytes().startswith(b"\x89PNG")
+    html = (run.folder() / "report.html").read_text()
+    assert "key_slice_roc_auc_vs_champion" in html and "https://" not in html
 
 
 # --- exit 2 -------------------------------------------------------------------------------------
@@ -359,9 +408,22 @@ def test_a_usage_error_exits_two_with_argparse_usage(runs):
 def test_a_label_column_override_that_breaks_the_criteria_exits_two(files, tmp_path, capsys):
     from eval_assets.cli import main
 
-    code = main(["evaluate", "--model-path", str(files["good_pkl"]), "--data-path",
-                 str(files["data"]), "--criteria", str(files["criteria"]), "--label-column", "id",
-                 "--out", str(tmp_path / "out"), "--quiet"])
+    code = main(
+        [
+            "evaluate",
+            "--model-path",
+            str(files["good_pkl"]),
+            "--data-path",
+            str(files["data"]),
+            "--criteria",
+            str(files["criteria"]),
+            "--label-column",
+            "id",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
 
     assert code == 2
     assert "--label-column 'id' does not fit the criteria" in capsys.readouterr().err
@@ -373,8 +435,20 @@ def test_an_output_folder_that_cannot_be_written_exits_two_not_one(files, tmp_pa
     blocker = tmp_path / "out"
     blocker.write_text("a file where the output folder should be")
 
-    code = main(["evaluate", "--model-path", str(files["good_pkl"]), "--data-path",
-                 str(files["bare"]), "--label-column", "label", "--out", str(blocker), "--quiet"])
+    code = main(
+        [
+            "evaluate",
+            "--model-path",
+            str(files["good_pkl"]),
+            "--data-path",
+            str(files["bare"]),
+            "--label-column",
+            "label",
+            "--out",
+            str(blocker),
+            "--quiet",
+        ]
+    )
 
     assert code == 2
     assert capsys.readouterr().err.startswith("error: ")
