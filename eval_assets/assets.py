@@ -69,7 +69,6 @@ from eval_assets.resources.storage import EvaluationStore, output_path
 DIGEST_TAG = "eval_assets.artifact_sha256"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LABEL, SCORE, ROW_ID = "label", "score", "row_id"
-CODE_VERSION = EVALUATOR_VERSION
 
 
 def build_evaluation_assets(
@@ -79,10 +78,13 @@ def build_evaluation_assets(
     model, dataset = criteria.model, criteria.dataset.name
     pairs = evaluation_partitions(model, dataset)
     key = lambda name: AssetKey([model, name])  # noqa: E731
-    common = dict(key_prefix=[model], group_name=model, code_version=CODE_VERSION)
+    # The criteria are part of each asset's code: a changed threshold or slice marks every
+    # evaluation of the model stale in the UI, as a new evaluator version does.
+    code_version = f"{EVALUATOR_VERSION}+criteria.{criteria.digest()[:12]}"
+    common = dict(key_prefix=[model], group_name=model, code_version=code_version)
     out_common = dict(
         group_name=model,
-        code_version=CODE_VERSION,
+        code_version=code_version,
         tags={"eval_assets/model": model},
         owners=["team:ml-platform"],
     )
