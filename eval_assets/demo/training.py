@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
-from eval_assets.demo.synthetic import HIGH_VALUE_AMOUNT, generate_transactions
+from eval_assets.demo.synthetic import COLUMNS, HIGH_VALUE_AMOUNT, generate_transactions
 
 DEMO_THRESHOLD = 0.1
 DEMO_FAIRNESS_BOUND = 0.20
@@ -20,16 +20,8 @@ FAIRNESS_ATTRIBUTE = "customer_age_band"
 # The age band v4 learns to under-flag, which opens its equalized-odds gap.
 V4_DISTORTED_BAND = "65+"
 
-FEATURES: list[str] = [
-    "amount",
-    "merchant_category",
-    "country",
-    "card_present",
-    "hour",
-    "customer_age_band",
-    "customer_tenure_days",
-    "tx_count_24h",
-]
+# Every column but the id and the label, in the snapshot's order.
+FEATURES: list[str] = [c for c in COLUMNS if c not in ("transaction_id", LABEL)]
 
 _V1_ROWS = 120_000
 _V2_ROWS = 120_000
