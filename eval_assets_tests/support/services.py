@@ -864,7 +864,7 @@ class DagsterDaemon(_DagsterBase):
         *,
         startup_timeout: float = DAGSTER_STARTUP_TIMEOUT_S,
     ) -> None:
-        """See :func:`dagster_daemon`."""
+        """Settings as for the other Dagster processes; the daemon serves no port."""
         super().__init__(
             workdir, dagster_home, env, cwd, module, port=None, startup_timeout=startup_timeout
         )
@@ -893,60 +893,10 @@ class DagsterDaemon(_DagsterBase):
         return bool(beats) and all(stamp >= since for stamp in beats.values())
 
 
-@contextlib.contextmanager
-def dagster_dev(
-    workdir: Path,
-    dagster_home: Path,
-    env: Mapping[str, str] | None,
-    cwd: Path,
-    module: str | None = None,
-    *,
-    startup_timeout: float = DAGSTER_STARTUP_TIMEOUT_S,
-) -> Iterator[DagsterDev]:
-    """Run ``dagster dev`` (``-m module``, else ``workspace.yaml`` in ``cwd``) for the block."""
-    with DagsterDev(
-        workdir, dagster_home, env, cwd, module, startup_timeout=startup_timeout
-    ) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def dagster_webserver(
-    workdir: Path,
-    dagster_home: Path,
-    env: Mapping[str, str] | None,
-    cwd: Path,
-    module: str | None = None,
-    *,
-    startup_timeout: float = DAGSTER_STARTUP_TIMEOUT_S,
-) -> Iterator[DagsterWebserver]:
-    """Run ``dagster-webserver`` alone for the block."""
-    with DagsterWebserver(
-        workdir, dagster_home, env, cwd, module, startup_timeout=startup_timeout
-    ) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def dagster_daemon(
-    workdir: Path,
-    dagster_home: Path,
-    env: Mapping[str, str] | None,
-    cwd: Path,
-    module: str | None = None,
-    *,
-    startup_timeout: float = DAGSTER_STARTUP_TIMEOUT_S,
-) -> Iterator[DagsterDaemon]:
-    """Run ``dagster-daemon run`` alone for the block."""
-    with DagsterDaemon(
-        workdir, dagster_home, env, cwd, module, startup_timeout=startup_timeout
-    ) as daemon:
-        yield daemon
-
-
-# --------------------------------------------------------------------------------------------
-# pytest fixtures
-# --------------------------------------------------------------------------------------------
+# The handles start on entry and always stop on exit, so the classes are the context managers.
+dagster_dev = DagsterDev  # ``dagster dev`` (``-m module``, else workspace.yaml in ``cwd``)
+dagster_webserver = DagsterWebserver  # ``dagster-webserver`` alone
+dagster_daemon = DagsterDaemon  # ``dagster-daemon run`` alone
 
 
 def _revive(service: ServiceProcess) -> None:
