@@ -8,6 +8,9 @@ from pathlib import Path
 from eval_assets.core import EVALUATOR_VERSION
 
 _CHUNK = 1 << 20
+# Written by MLflow into a model folder when it is loaded by `models:/` URI (on a local store, into
+# the stored folder itself): the registered name and version, not model content.
+BOOKKEEPING_FILES = frozenset({"registered_model_meta"})
 
 
 def file_digest(path: str | Path) -> str:
@@ -20,7 +23,11 @@ def file_digest(path: str | Path) -> str:
 
 
 def artifact_digest(path: str | Path) -> str:
-    """SHA-256 of a file, or of a folder's relative paths and file contents in sorted order."""
+    """SHA-256 of a file, or of a folder's relative paths and file contents in sorted order.
+
+    MLflow's bookkeeping file at the top of a folder is left out, so loading a model through
+    MLflow does not change its digest.
+    """
     path = Path(path)
     if path.is_file():
         return file_digest(path)
@@ -28,7 +35,8 @@ def artifact_digest(path: str | Path) -> str:
         # A missing path must not digest like an empty folder.
         raise FileNotFoundError(f"{path}: no such file or folder")
     digest = hashlib.sha256()
-    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+    files = (p for p in path.rglob("*") if p.is_file())
+    for item in sorted(p for p in files if p.relative_to(path).as_posix() not in BOOKKEEPING_FILES):
         digest.update(item.relative_to(path).as_posix().encode() + b"\0")
         digest.update(file_digest(item).encode() + b"\n")
     return digest.hexdigest()

@@ -73,6 +73,17 @@ def test_a_folder_digest_changes_with_a_file_name_or_content(tmp_path):
     assert len(others | {base}) == 4
 
 
+def test_mlflow_bookkeeping_left_in_a_model_folder_does_not_change_its_digest(tmp_path):
+    # MLflow writes this file into a local store's model folder when the model is loaded by
+    # `models:/` URI; the digest must still say the model is the one first seen.
+    folder = make_folder(tmp_path / "model", list(FILES))
+    before = artifact_digest(folder)
+    (folder / "registered_model_meta").write_text("model_name: m\nmodel_version: '1'\n")
+    assert artifact_digest(folder) == before
+    (folder / "sub" / "registered_model_meta").write_text("only the top-level file is MLflow's")
+    assert artifact_digest(folder) != before
+
+
 def test_a_missing_path_has_no_digest(tmp_path):
     with pytest.raises(FileNotFoundError):
         artifact_digest(tmp_path / "nope")
