@@ -6,11 +6,23 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` so that readers see the old file or the whole new one."""
+    return _replace_with(path, lambda handle: handle.write(data))
+
+
+def copy_file(source: str | Path, path: str | Path) -> Path:
+    """Copy `source` to `path`, streamed, with the same all-or-nothing guarantee."""
+    with open(source, "rb") as reader:
+        return _replace_with(path, lambda handle: shutil.copyfileobj(reader, handle, 1 << 22))
+
+
+def _replace_with(path: str | Path, fill: Callable[[BinaryIO], object]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's pid is in the temporary's name, so a later write can tell an orphan (its
@@ -19,7 +31,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -9,9 +9,8 @@ The manifest carries the data file's SHA-256, checked on every read, so a half-u
 altered snapshot is never evaluated.
 """
 
-import hashlib
-import io
 import json
+import tempfile
 from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster import ConfigurableResource, ResourceDependency
 from dagster_aws.s3 import S3Resource
 
@@ -64,21 +64,30 @@ class SnapshotStore(ConfigurableResource):
     def _put(self, relative: str, data: bytes) -> None:
         """Store bytes at a path relative to the store's root."""
 
+    @abstractmethod
+    def _put_file(self, relative: str, source: Path) -> None:
+        """Store a local file's bytes at a path relative to the store's root, streamed."""
+
     def publish(self, dataset: str, snapshot_id: str, frame: pd.DataFrame) -> SnapshotInfo:
-        """Write a snapshot: data first, the manifest last, so readers never see half of it."""
+        """Write a frame as a snapshot (see `publish_file`)."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / DATA_FILE
+            frame.to_parquet(path, index=False)
+            return self.publish_file(dataset, snapshot_id, path)
+
+    def publish_file(self, dataset: str, snapshot_id: str, path: Path) -> SnapshotInfo:
+        """Publish a Parquet file as a snapshot: data first, the manifest last, so readers never
+        see half of it. The file is streamed, never read into memory whole."""
         check_key(snapshot_id)
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        data = buffer.getvalue()
         info = SnapshotInfo(
             dataset=dataset,
             snapshot_id=snapshot_id,
-            sha256=_sha256(data),
-            rows=len(frame),
+            sha256=file_digest(path),
+            rows=pq.ParquetFile(path).metadata.num_rows,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             location=f"{dataset}/{snapshot_id}",
         )
-        self._put(f"{dataset}/{snapshot_id}/{DATA_FILE}", data)
+        self._put_file(f"{dataset}/{snapshot_id}/{DATA_FILE}", path)
         manifest = {k: v for k, v in info.__dict__.items() if k != "location"}
         self._put(
             f"{dataset}/{snapshot_id}/{MANIFEST_FILE}",
@@ -115,6 +124,9 @@ class LocalSnapshotStore(SnapshotStore):
 
     def _put(self, relative: str, data: bytes) -> None:
         atomic.write_bytes(Path(self.root) / relative, data)
+
+    def _put_file(self, relative: str, source: Path) -> None:
+        atomic.copy_file(source, Path(self.root) / relative)
 
 
 class S3SnapshotStore(SnapshotStore):
@@ -165,6 +177,11 @@ class S3SnapshotStore(SnapshotStore):
         with _s3_errors(self.bucket):
             self.s3.get_client().put_object(Bucket=self.bucket, Key=self._key(relative), Body=data)
 
+    def _put_file(self, relative: str, source: Path) -> None:
+        # Multipart for large files; the object appears only when the upload completes.
+        with _s3_errors(self.bucket):
+            self.s3.get_client().upload_file(str(source), self.bucket, self._key(relative))
+
 
 def _info(manifest: dict[str, Any], location: str) -> SnapshotInfo:
     return SnapshotInfo(
@@ -184,10 +201,6 @@ def _verify(path: Path, info: SnapshotInfo) -> None:
             f"{info.location}/{DATA_FILE}: SHA-256 {actual[:12]}... does not match the manifest's "
             f"{info.sha256[:12]}...; the snapshot was altered or is incomplete"
         )
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class _s3_errors:

@@ -5,7 +5,6 @@ outputs in it by asset key and partition, and assets that need another partition
 predictions) read it through the same paths.
 """
 
-import io
 import json
 import tempfile
 from abc import abstractmethod
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManager,
     ConfigurableResource,
@@ -27,6 +28,11 @@ from dagster_aws.s3 import S3Resource
 from eval_assets.core import atomic
 from eval_assets.core.evaluation import to_json
 
+_ARROW_STRINGS = {
+    pa.string(): pd.StringDtype("pyarrow"),
+    pa.large_string(): pd.StringDtype("pyarrow"),
+}
+
 
 class EvaluationStore(ConfigurableResource):
     """A folder of evaluation outputs."""
@@ -38,6 +44,10 @@ class EvaluationStore(ConfigurableResource):
     @abstractmethod
     def write(self, relative: str, data: bytes) -> str:
         """Store `data` whole (never half-written); return its location."""
+
+    @abstractmethod
+    def write_file(self, relative: str, source: Path) -> str:
+        """Store a local file's bytes whole, streamed; return its location."""
 
     @abstractmethod
     def location(self, relative: str) -> str:
@@ -56,13 +66,17 @@ class EvaluationStore(ConfigurableResource):
             yield path
 
     def read_frame(self, relative: str) -> pd.DataFrame | None:
-        data = self.read(relative)
-        return None if data is None else pd.read_parquet(io.BytesIO(data))
+        """A stored table; text columns come back Arrow-backed (compact, fast to compare)."""
+        with self.local_file(relative) as path:
+            if path is None:
+                return None
+            return pq.read_table(path).to_pandas(types_mapper=_ARROW_STRINGS.get)
 
     def write_frame(self, relative: str, frame: pd.DataFrame) -> str:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        return self.write(relative, buffer.getvalue())
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(relative).name
+            frame.to_parquet(path, index=False)
+            return self.write_file(relative, path)
 
     def read_json(self, relative: str) -> Any:
         data = self.read(relative)
@@ -88,6 +102,9 @@ class LocalEvaluationStore(EvaluationStore):
 
     def write(self, relative: str, data: bytes) -> str:
         return str(atomic.write_bytes(Path(self.root) / relative, data))
+
+    def write_file(self, relative: str, source: Path) -> str:
+        return str(atomic.copy_file(source, Path(self.root) / relative))
 
     def location(self, relative: str) -> str:
         return str(Path(self.root).resolve() / relative)
@@ -127,6 +144,11 @@ class S3EvaluationStore(EvaluationStore):
 
     def write(self, relative: str, data: bytes) -> str:
         self.s3.get_client().put_object(Bucket=self.bucket, Key=self._key(relative), Body=data)
+        return self.location(relative)
+
+    def write_file(self, relative: str, source: Path) -> str:
+        # Multipart for large files; the object appears only when the upload completes.
+        self.s3.get_client().upload_file(str(source), self.bucket, self._key(relative))
         return self.location(relative)
 
     def location(self, relative: str) -> str:
