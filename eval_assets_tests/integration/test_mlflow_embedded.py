@@ -3,6 +3,7 @@ alias, version tags and tracking runs are MLflow's own, driven by the project's 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -105,6 +106,24 @@ def test_evaluation_run_logs_metrics_params_artifacts_and_the_dataset(env):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"verdict.json", "metrics.json"} <= artifacts
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == [f"{DATASET}@{SNAPSHOT}"]
+    dataset = run.inputs.dataset_inputs[0].dataset
+    # Profiled on every row, typed from a sample; the candidate's score is not part of the data.
+    assert json.loads(dataset.profile)["num_rows"] == len(golden_frame())
+    columns = {c["name"]: c for c in json.loads(dataset.schema)["mlflow_colspec"]}
+    assert {"row_id", "label", "amount", "country"} <= set(columns)
+    assert "score" not in columns
+    assert columns["label"]["required"] is True
+
+
+def test_loading_a_version_through_mlflow_does_not_look_like_a_changed_artifact(env):
+    defs, instance, _, _ = env
+    # On a local store MLflow writes `registered_model_meta` into the stored model folder.
+    mlflow.sklearn.load_model(f"models:/{MODEL}/2")
+    job = defs.resolve_job_def(f"{MODEL}_evaluation_job")
+    result = job.execute_in_process(
+        partition_key=f"{MODEL}.v2|{SNAPSHOT}", instance=instance, raise_on_error=False
+    )
+    assert result.success
 
 
 def test_definitions_load_with_no_environment_and_no_network():
