@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
@@ -40,7 +41,13 @@ from eval_assets.core.audit import build_audit_record, lock_file_sha256, render_
 from eval_assets.core.contract import positive_labels, validate_dataset, validate_scores
 from eval_assets.core.criteria import Criteria, PredicateSlice
 from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
-from eval_assets.core.evaluation import Evaluation, evaluate, to_json
+from eval_assets.core.evaluation import (
+    Evaluation,
+    evaluate,
+    metrics_json,
+    model_metrics,
+    to_json,
+)
 from eval_assets.core.gating import GateVerdict
 from eval_assets.core.metrics import METRIC_NAMES
 from eval_assets.core.models import PREDICT_BATCH_ROWS, ModelLoadError, load_model
@@ -176,7 +183,8 @@ def build_evaluation_assets(
         name="slice_metrics",
         partitions_def=pairs,
         ins={"predictions": AssetIn(key=key("predictions"))},
-        description="Metrics per slice and fairness group, with bootstrap confidence intervals.",
+        description="Metrics per slice and fairness group (their intervals, paired with the "
+        "champion's, come with the verdict).",
         tags=tags,
         **common,
     )
@@ -237,7 +245,7 @@ def build_evaluation_assets(
         snapshot_id = keys[SNAPSHOT_DIM]
         snapshot = _snapshot_info(snapshot_store, dataset, snapshot_id)
         champion = model_registry.champion(model)
-        champion_side = None
+        champion_scores = None
         if champion is not None:
             champion_side = champion_predictions(
                 context,
@@ -247,10 +255,11 @@ def build_evaluation_assets(
                 model_registry,
                 evaluation_store,
             )
-        result = run_evaluation(criteria, predictions, champion_side)
+            champion_scores = aligned_scores(predictions, champion_side)
+        result = run_evaluation(criteria, predictions, champion_scores)
         key_ = evaluation_key(model_version["digest"], snapshot.sha256, criteria.digest())
         record = verdict_record(criteria, result, model_version, snapshot, champion, key_)
-        images = render_images(criteria, result, predictions, champion_side)
+        images = render_images(criteria, result, predictions, champion_scores)
         summary = report_summary(record)
         html = html_report(
             title=f"{model_version['partition']} on {snapshot_id}",
@@ -273,7 +282,8 @@ def build_evaluation_assets(
                 **{f"plots/{name}": data for name, data in images.items()},
             },
             dataset={
-                "frame": predictions.drop(columns=[SCORE]),
+                "frame": predictions,
+                "exclude": [SCORE],
                 "source": snapshot.location,
                 "name": f"{dataset}@{snapshot_id}",
                 "digest": snapshot.sha256,
@@ -428,28 +438,46 @@ def score_snapshot(
             trusted_skops_types=criteria.loading.trusted_skops_types,
         )
         data = pq.ParquetFile(parquet)
-        columns = data.schema_arrow.names
+        schema = data.schema_arrow
+        columns = schema.names
         features = (
             [c for c in columns if c not in (contract.id_column, contract.label_column)]
             if contract.features == "all"
             else list(contract.features)
         )
-        parts = []
+        ids, labels, scores = [], [], []
+        kept: dict[str, list[Any]] = {column: [] for column in keep}
         for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS):
             frame = batch.to_pandas()
-            scores = loaded.predict_scores(frame, features, contract.positive_class)
-            validate_scores(scores, frame, contract.id_column, facts["partition"])
-            part = pd.DataFrame(
-                {
-                    ROW_ID: frame[contract.id_column].to_numpy(),
-                    LABEL: positive_labels(frame[contract.label_column], contract),
-                    SCORE: scores,
-                }
-            )
+            batch_scores = loaded.predict_scores(frame, features, contract.positive_class)
+            validate_scores(batch_scores, frame, contract.id_column, facts["partition"])
+            ids.append(batch.column(contract.id_column))
+            labels.append(positive_labels(frame[contract.label_column], contract))
+            scores.append(batch_scores)
             for column in keep:
-                part[column] = frame[column].to_numpy()
-            parts.append(part)
-    return pd.concat(parts, ignore_index=True)
+                kept[column].append(batch.column(column))
+    # Per row, only what metrics read: ids stay Arrow strings, text slice keys become categories.
+    out = pd.DataFrame(
+        {
+            ROW_ID: _compact(pa.chunked_array(ids, type=schema.field(contract.id_column).type)),
+            LABEL: np.concatenate(labels),
+            SCORE: np.concatenate(scores),
+        }
+    )
+    for column in keep:
+        values = pa.chunked_array(kept[column], type=schema.field(column).type)
+        out[column] = _compact(values, categorical=True)
+    return out
+
+
+def _compact(values: pa.ChunkedArray, categorical: bool = False) -> pd.Series:
+    """A column in few bytes per row: text as Arrow strings, or as sorted categories."""
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return values.to_pandas()
+    if categorical:
+        series = values.combine_chunks().dictionary_encode().to_pandas()
+        return series.cat.reorder_categories(sorted(series.cat.categories))
+    return values.to_pandas(types_mapper=lambda _: pd.StringDtype("pyarrow"))
 
 
 def slice_key_columns(criteria: Criteria) -> list[str]:
@@ -467,30 +495,37 @@ def slice_key_columns(criteria: Criteria) -> list[str]:
 
 
 def metrics_record(criteria: Criteria, predictions: pd.DataFrame) -> dict[str, Any]:
-    """The `slice_metrics` value: per-slice table, fairness groups, disparities, intervals."""
+    """The `slice_metrics` value: per-slice table, fairness groups and disparities.
+
+    Intervals are not computed here: `gate_verdict` bootstraps once, paired with the champion,
+    and its intervals cover the candidate's own metrics too.
+    """
     slices = build_slices(predictions, criteria)
     fairness = {a: predictions[a].astype(str).to_numpy() for a in criteria.fairness}
     y, scores = predictions[LABEL].to_numpy(), predictions[SCORE].to_numpy()
-    record = evaluate(criteria, y, slices, fairness, scores).metrics_record()
-    return record["candidate"] | {"intervals": record["intervals"]}
+    metrics = model_metrics(y, scores, slices, fairness, criteria.dataset.threshold)
+    return metrics_json(metrics)
+
+
+def aligned_scores(candidate: pd.DataFrame, champion: pd.DataFrame) -> np.ndarray:
+    """The champion's scores in the candidate's row order; both must cover the same rows."""
+    if len(candidate) == len(champion) and candidate[ROW_ID].equals(champion[ROW_ID]):
+        # Both scored the same snapshot file in order: no join needed.
+        return champion[SCORE].to_numpy()
+    aligned = champion.set_index(ROW_ID)[SCORE].reindex(candidate[ROW_ID])
+    if len(candidate) != len(champion) or aligned.isna().any():
+        raise Failure("the champion's predictions do not cover the same rows as the candidate's")
+    return aligned.to_numpy()
 
 
 def run_evaluation(
     criteria: Criteria,
     candidate: pd.DataFrame,
-    champion: pd.DataFrame | None,
+    champion_scores: np.ndarray | None,
 ) -> Evaluation:
-    """The core's paired evaluation of two prediction frames on the same rows."""
+    """The core's paired evaluation of the candidate's predictions and the champion's scores."""
     slices = build_slices(candidate, criteria)
     fairness = {a: candidate[a].astype(str).to_numpy() for a in criteria.fairness}
-    champion_scores = None
-    if champion is not None:
-        aligned = champion.set_index(ROW_ID).reindex(candidate[ROW_ID])
-        if aligned[SCORE].isna().any():
-            raise Failure(
-                "the champion's predictions do not cover the same rows as the candidate's"
-            )
-        champion_scores = aligned[SCORE].to_numpy()
     return evaluate(
         criteria,
         candidate[LABEL].to_numpy(),
@@ -554,12 +589,9 @@ def render_images(
     criteria: Criteria,
     result: Evaluation,
     candidate: pd.DataFrame,
-    champion: pd.DataFrame | None,
+    champion_scores: np.ndarray | None,
 ) -> dict[str, bytes]:
     """The report's plots: gated changes, ROC/PR curves, confusion matrices of key slices."""
-    champion_scores = None
-    if champion is not None:
-        champion_scores = champion.set_index(ROW_ID).reindex(candidate[ROW_ID])[SCORE].to_numpy()
     threshold = criteria.dataset.threshold
     present = set(result.candidate.slices.index)
     key_slices = [s for s in criteria.key_slices if s in present and s != "overall"]

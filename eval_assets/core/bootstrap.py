@@ -102,8 +102,13 @@ def paired_bootstrap(
     threshold: float,
     config: BootstrapConfig,
     fairness: Mapping[str, np.ndarray] | None = None,
+    point_metrics: Sequence[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Intervals for every slice x metric and every fairness attribute x disparity."""
+    """Intervals for every slice x metric and every fairness attribute x disparity.
+
+    `point_metrics` are the models' `slice_metrics` tables on these rows and slices, when the
+    caller has them already; otherwise they are computed here.
+    """
     y, candidate = validate_inputs(y, candidate)
     models = [candidate]
     if champion is not None:
@@ -111,10 +116,11 @@ def paired_bootstrap(
     threshold = validate_threshold(threshold)
 
     rows: list[dict[str, object]] = []
-    exact = [
-        slice_metrics(y, scores, slices, threshold)[list(METRIC_NAMES)].to_numpy()
-        for scores in models
-    ]
+    if point_metrics is None:
+        point_metrics = [slice_metrics(y, scores, slices, threshold) for scores in models]
+    if len(point_metrics) != len(models) or any(len(t) != len(slices) for t in point_metrics):
+        raise ValueError("point_metrics must hold one table per model with one row per slice")
+    exact = [table[list(METRIC_NAMES)].to_numpy(dtype=np.float64) for table in point_metrics]
     binned = [_Binned.of(scores, y, config.bins, threshold) for scores in models]
     cell_of_row = _cell_codes(y, binned)
     losses = [row_losses(y, scores) for scores in models]

@@ -30,8 +30,8 @@ class Evaluation:
     def metrics_record(self) -> dict[str, Any]:
         """Metrics and intervals as plain JSON-ready data, in a stable order."""
         return {
-            "candidate": _metrics_record(self.candidate),
-            "champion": _metrics_record(self.champion) if self.champion else None,
+            "candidate": metrics_json(self.candidate),
+            "champion": metrics_json(self.champion) if self.champion else None,
             "intervals": _records(self.intervals),
         }
 
@@ -96,6 +96,8 @@ def evaluate(
                 confidence=criteria.bootstrap.confidence,
             ),
             fairness=fairness,
+            point_metrics=[candidate.slices]
+            + ([champion.slices] if champion is not None and champion_scores is not None else []),
         )
         if criteria.bootstrap.resamples > 0
         else pd.DataFrame()
@@ -109,7 +111,8 @@ def to_json(data: Any) -> str:
     return json.dumps(_clean(data), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
-def _metrics_record(metrics: ModelMetrics) -> dict[str, Any]:
+def metrics_json(metrics: ModelMetrics) -> dict[str, Any]:
+    """One model's slice table, fairness groups and disparities as JSON-ready records."""
     return {
         "slices": _records(metrics.slices.reset_index()),
         "fairness_groups": _records(metrics.fairness_groups),

@@ -114,6 +114,12 @@ def _truth(predicate: Predicate, frame: pd.DataFrame) -> tuple[np.ndarray, np.nd
 
 
 def _compare(predicate: Comparison, column: pd.Series) -> np.ndarray:
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        # Compare the few categories, then look rows up by code (-1, missing, never matches);
+        # this also orders text categories as plain text would be.
+        on_categories = _compare(predicate, pd.Series(column.cat.categories))
+        codes = column.cat.codes.to_numpy()
+        return np.where(codes >= 0, on_categories[codes], False)
     op, value = predicate.op, predicate.value
     if op in ("in", "not in"):
         mask = column.isin(list(value)).to_numpy(dtype=bool)

@@ -108,6 +108,26 @@ def test_chunking_the_draws_does_not_change_the_result(data, monkeypatch) -> Non
     pd.testing.assert_frame_equal(whole, chunked, check_exact=True)
 
 
+def test_point_metrics_passed_in_give_the_same_intervals(data, intervals) -> None:
+    y, candidate, champion, slices, fairness = data
+    tables = [slice_metrics(y, scores, slices, THRESHOLD) for scores in (candidate, champion)]
+    reused = paired_bootstrap(
+        y,
+        candidate,
+        champion,
+        slices,
+        THRESHOLD,
+        BootstrapConfig(n_resamples=400),
+        fairness,
+        point_metrics=tables,
+    )
+    pd.testing.assert_frame_equal(intervals, reused, check_exact=True)
+    with pytest.raises(ValueError, match="one table per model"):
+        paired_bootstrap(
+            y, candidate, champion, slices, THRESHOLD, BootstrapConfig(10), point_metrics=tables[:1]
+        )
+
+
 def test_identical_models_have_an_exactly_zero_delta(data) -> None:
     y, candidate, _, slices, fairness = data
     result = paired_bootstrap(

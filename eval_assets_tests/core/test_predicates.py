@@ -100,6 +100,25 @@ def test_an_unknown_value_does_not_hide_a_known_answer():
     assert 3 in rows("not (amount > 10000 and card_present == 0)")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "country == US",
+        "country != US",
+        "country in [FR, GB]",
+        "not country in [FR, GB]",
+        "country >= FR",
+        "country < 'GB' or merchant_category == travel",
+    ],
+)
+def test_text_stored_as_categories_selects_the_same_rows_as_plain_text(text):
+    # Stored predictions keep text slice keys as categories, with the missing value as code -1.
+    categorical = FRAME.astype({"country": "category", "merchant_category": "category"})
+    plain = evaluate_predicate(parse_predicate(text), FRAME)
+    assert evaluate_predicate(parse_predicate(text), categorical).tolist() == plain.tolist()
+    assert plain.any()
+
+
 def test_predicate_columns_lists_every_column_read():
     predicate = parse_predicate("amount > 1 and (country == US or not card_present == 0)")
 
