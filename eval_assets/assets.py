@@ -501,10 +501,26 @@ def metrics_record(criteria: Criteria, predictions: pd.DataFrame) -> dict[str, A
     and its intervals cover the candidate's own metrics too.
     """
     slices = build_slices(predictions, criteria)
-    fairness = {a: predictions[a].astype(str).to_numpy() for a in criteria.fairness}
+    fairness = fairness_groups(criteria, predictions)
     y, scores = predictions[LABEL].to_numpy(), predictions[SCORE].to_numpy()
     metrics = model_metrics(y, scores, slices, fairness, criteria.dataset.threshold)
     return metrics_json(metrics)
+
+
+def fairness_groups(criteria: Criteria, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each fairness attribute's group per row, as text; a missing text value is the group "None",
+    as `astype(str)` names it."""
+    groups = {}
+    for attribute in criteria.fairness:
+        column = frame[attribute]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            # One string per category shared by every row, not one string per row; code -1
+            # (missing) picks the trailing "None".
+            labels = np.asarray([*column.cat.categories.astype(str), "None"], dtype=object)
+            groups[attribute] = labels[column.cat.codes.to_numpy()]
+        else:
+            groups[attribute] = column.astype(str).to_numpy()
+    return groups
 
 
 def aligned_scores(candidate: pd.DataFrame, champion: pd.DataFrame) -> np.ndarray:
@@ -525,7 +541,7 @@ def run_evaluation(
 ) -> Evaluation:
     """The core's paired evaluation of the candidate's predictions and the champion's scores."""
     slices = build_slices(candidate, criteria)
-    fairness = {a: candidate[a].astype(str).to_numpy() for a in criteria.fairness}
+    fairness = fairness_groups(criteria, candidate)
     return evaluate(
         criteria,
         candidate[LABEL].to_numpy(),
@@ -548,7 +564,7 @@ def champion_predictions(
     model = criteria.model
     pair = f"{champion_key}|{snapshot_id}"
     path = output_path([model, "predictions"], pair, ".parquet")
-    frame = store.read_frame(path)
+    frame = store.read_frame(path, columns=[ROW_ID, SCORE])
     if frame is not None:
         context.log.info(f"reusing the champion's predictions {pair} ({store.location(path)})")
         return frame

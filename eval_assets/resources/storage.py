@@ -65,12 +65,16 @@ class EvaluationStore(ConfigurableResource):
             path.write_bytes(data)
             yield path
 
-    def read_frame(self, relative: str) -> pd.DataFrame | None:
-        """A stored table; text columns come back Arrow-backed (compact, fast to compare)."""
+    def read_frame(self, relative: str, columns: list[str] | None = None) -> pd.DataFrame | None:
+        """A stored table (or some of its columns); text comes back Arrow-backed, compact."""
         with self.local_file(relative) as path:
             if path is None:
                 return None
-            return pq.read_table(path).to_pandas(types_mapper=_ARROW_STRINGS.get)
+            table = pq.read_table(path, columns=columns)
+            # Columns are freed as they are converted, so a table never sits in memory twice.
+            return table.to_pandas(
+                types_mapper=_ARROW_STRINGS.get, split_blocks=True, self_destruct=True
+            )
 
     def write_frame(self, relative: str, frame: pd.DataFrame) -> str:
         with tempfile.TemporaryDirectory() as folder:

@@ -1,0 +1,64 @@
+"""Predictions are held compactly (Arrow ids, categorical slice keys) without changing a number.
+
+The compact forms are a memory measure only: slices, fairness groups and the champion's
+alignment must come out exactly as they would from plain text columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from dagster import Failure
+
+from eval_assets.assets import _compact, aligned_scores, fairness_groups
+from eval_assets.core.criteria import load_criteria
+from eval_assets_tests.support.factories import write_criteria
+
+
+@pytest.fixture(scope="module")
+def criteria(tmp_path_factory: pytest.TempPathFactory):
+    return load_criteria(write_criteria(tmp_path_factory.mktemp("criteria")))
+
+
+def test_text_slice_keys_become_sorted_categories_with_the_same_values():
+    chunks = [pa.array(["US", "FR", None]), pa.array(["BR", "US"])]
+    compact = _compact(pa.chunked_array(chunks), categorical=True)
+    assert isinstance(compact.dtype, pd.CategoricalDtype)
+    assert list(compact.cat.categories) == ["BR", "FR", "US"]
+    assert compact.astype(object).tolist()[:2] + compact.astype(object).tolist()[3:] == [
+        "US",
+        "FR",
+        "BR",
+        "US",
+    ]
+    assert pd.isna(compact.iloc[2])
+    ids = _compact(pa.chunked_array([pa.array(["a", "b"])]))
+    assert ids.dtype == pd.StringDtype("pyarrow")
+    numbers = _compact(pa.chunked_array([pa.array([1, None])]), categorical=True)
+    assert numbers.dtype == np.float64  # as pandas reads a nullable integer column
+
+
+def test_fairness_groups_of_categories_equal_those_of_plain_text(criteria):
+    attribute = criteria.fairness[0]
+    values = ["65+", None, "18-25", "65+", "26-35"]
+    plain = pd.DataFrame({attribute: pd.Series(values, dtype=object)})
+    compact = plain.astype({attribute: "category"})
+    expected = fairness_groups(criteria, plain)[attribute]
+    got = fairness_groups(criteria, compact)[attribute]
+    assert got.tolist() == expected.tolist() == ["65+", "None", "18-25", "65+", "26-35"]
+
+
+def test_champion_scores_align_by_position_or_by_id_and_must_cover_every_row():
+    ids = pd.array(["t1", "t2", "t3"], dtype=pd.StringDtype("pyarrow"))
+    candidate = pd.DataFrame({"row_id": ids, "score": [0.1, 0.2, 0.3]})
+    same_order = pd.DataFrame({"row_id": ids, "score": [0.7, 0.8, 0.9]})
+    assert aligned_scores(candidate, same_order).tolist() == [0.7, 0.8, 0.9]
+    shuffled = same_order.iloc[[2, 0, 1]].reset_index(drop=True)
+    assert aligned_scores(candidate, shuffled).tolist() == [0.7, 0.8, 0.9]
+    with pytest.raises(Failure, match="do not cover the same rows"):
+        aligned_scores(candidate, same_order.iloc[:2])
+    other = same_order.assign(row_id=pd.array(["t1", "t2", "t9"], dtype="string[pyarrow]"))
+    with pytest.raises(Failure, match="do not cover the same rows"):
+        aligned_scores(candidate, other)
