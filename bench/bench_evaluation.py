@@ -1,0 +1,363 @@
+"""Benchmark: one candidate's whole evaluation against loading the data and predicting alone.
+
+Run `python bench/bench_evaluation.py [--rows 100000 1000000 5000000 10000000]`.
+
+Setup (not timed): a throwaway state folder with embedded MLflow (SQLite) and the project's
+own definitions; two demo versions of `fraud_detector` registered (v1 logistic, the champion;
+v2 gradient boosting, the candidate); one generated snapshot per size, published from a Parquet
+file written in chunks; the champion's predictions on each snapshot already stored.
+
+Timed, each in its own fresh process so that peak memory (VmHWM) belongs to it alone and
+imports are done before the clock starts:
+
+- floor: what a user would do by hand: `mlflow.sklearn.load_model` of the candidate,
+  `pd.read_parquet` of the snapshot, `predict_proba` on every row.
+- ours: the project's evaluation job for the candidate, as the registry sensor launches it:
+  predictions (download, digest check, policy load, streamed Parquet batches), slice metrics with
+  intervals, the 1000-resample paired bootstrap, the gates and their blocking checks, plots, the
+  HTML report and audit record, the MLflow run, and promotion.
+- ingest: validating the snapshot into `data_snapshot`, once per snapshot whatever the number of
+  candidates (reported beside, not part of the candidate's evaluation).
+
+Checked in the run: the candidate's stored scores equal the floor's `predict_proba` bit for bit;
+the evaluation reused the champion's stored predictions instead of predicting again; the verdict
+carries paired intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL, DATASET = "fraud_detector", "card_fraud_golden"
+CHAMPION, CANDIDATE = "1", "2"
+CHUNK_ROWS = 1_000_000
+RESULT = "BENCH-RESULT "
+
+
+# --- the parent: setup, one worker process per measurement, the table --------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000, 10_000_000]
+    )
+    parser.add_argument("--state", type=Path, help="keep the state here (default: a temp dir)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--snapshot", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _environment(args.state)
+        result = WORKERS[args.worker](args.snapshot, args.state)
+        print(RESULT + json.dumps(result), flush=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-eval-") as temp:
+        state = args.state or Path(temp)
+        state.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        _worker("prepare", None, state)
+        rows = []
+        for n_rows in sorted(args.rows):
+            snapshot = f"bench-{n_rows}"
+            _publish(state, snapshot, n_rows)
+            ingest = _worker("ingest", snapshot, state)
+            _worker("champion_side", snapshot, state)
+            floor = _worker("floor", snapshot, state)
+            ours = _worker("evaluate", snapshot, state)
+            _check(state, snapshot, floor, ours)
+            rows.append((n_rows, ingest, floor, ours))
+            print(f"{n_rows:,} rows done ({time.perf_counter() - started:.0f} s)", flush=True)
+        _table(rows)
+        print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s")
+
+
+def _worker(name: str, snapshot: str | None, state: Path) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", name, "--state", str(state)]
+    if snapshot:
+        command += ["--snapshot", snapshot]
+    log = state / f"{name}-{snapshot or 'setup'}.log"
+    with log.open("w") as handle:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=handle, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode != 0 or not lines:
+        tail = log.read_text()[-3000:]
+        raise SystemExit(f"worker {name} {snapshot} failed ({done.returncode}):\n{tail}")
+    return json.loads(lines[-1][len(RESULT) :])
+
+
+def _publish(state: Path, snapshot: str, n_rows: int) -> None:
+    """Generate the snapshot in chunks into one Parquet file, then publish that file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from eval_assets.demo.synthetic import generate_transactions
+    from eval_assets.resources.snapshots import LocalSnapshotStore
+
+    path = state / f"{snapshot}.parquet"
+    writer = None
+    for index, start in enumerate(range(0, n_rows, CHUNK_ROWS)):
+        # Each chunk's seed also prefixes its ids, so ids stay unique across chunks.
+        chunk = generate_transactions(min(CHUNK_ROWS, n_rows - start), seed=1000 + index)
+        table = pa.Table.from_pandas(chunk, preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    assert writer is not None
+    writer.close()
+    LocalSnapshotStore(root=str(state / "snapshots")).publish_file(DATASET, snapshot, path)
+    path.unlink()
+
+
+def _check(state: Path, snapshot: str, floor: dict[str, Any], ours: dict[str, Any]) -> None:
+    """The approaches agree, and the evaluation did what the table claims it did."""
+    import numpy as np
+    import pandas as pd
+
+    stored = pd.read_parquet(
+        state / "outputs" / MODEL / "predictions" / f"{MODEL}.v{CANDIDATE}" / f"{snapshot}.parquet",
+        columns=["score"],
+    )["score"].to_numpy()
+    by_hand = np.load(floor["scores"])
+    assert len(stored) == len(by_hand) == floor["rows"], (len(stored), len(by_hand))
+    assert np.array_equal(stored, by_hand), "stored scores differ from predict_proba's"
+    champion_side = f"{MODEL}.v{CHAMPION}|{snapshot}"
+    assert champion_side not in ours["predicted"], "the champion was predicted again"
+    assert ours["success"] and ours["reused_champion"], ours
+    assert ours["paired_intervals"] > 0, "no paired intervals in the verdict"
+    Path(floor["scores"]).unlink()
+
+
+def _table(rows: list[tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]]) -> None:
+    print("\n### One candidate's whole evaluation against load + candidate predict\n")
+    print(
+        "| rows | floor: load + predict s | ours: whole evaluation s | ours / floor | "
+        "floor peak MB | ours peak MB | ours peak vs 1M | ingest s | ingest peak MB |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    by_rows = {n: ours for n, _, _, ours in rows}
+    reference = by_rows.get(1_000_000)
+    for n_rows, ingest, floor, ours in rows:
+        versus = f"{ours['peak_mb'] / reference['peak_mb']:.2f}x" if reference else "n/a"
+        print(
+            f"| {n_rows:,} | {floor['seconds']:.2f} | {ours['seconds']:.2f} | "
+            f"{ours['seconds'] / floor['seconds']:.2f}x | {floor['peak_mb']:.0f} | "
+            f"{ours['peak_mb']:.0f} | {versus} | {ingest['seconds']:.2f} | "
+            f"{ingest['peak_mb']:.0f} |"
+        )
+    print("\nWhere the evaluation's time goes (Dagster step durations, s):\n")
+    steps = sorted({s for *_, ours in rows for s in ours["steps"]})
+    print("| rows | " + " | ".join(steps) + " | import + definitions (before the clock) |")
+    print("|---:|" + "---:|" * (len(steps) + 1))
+    for n_rows, _, _, ours in rows:
+        cells = " | ".join(f"{ours['steps'].get(s, float('nan')):.2f}" for s in steps)
+        print(f"| {n_rows:,} | {cells} | {ours['startup_seconds']:.1f} |")
+    print(
+        "\nPeak MB is the worker process's peak resident memory (VmHWM), imports included; "
+        "each measurement ran in a fresh process. Checked: the candidate's stored scores equal "
+        "predict_proba's bit for bit, the champion's stored predictions were reused (not "
+        "predicted again), and the verdict carries paired bootstrap intervals."
+    )
+
+
+# --- the workers: each runs in a fresh process ----------------------------------------------
+
+
+def _environment(state: Path) -> None:
+    home = state / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.update(
+        {
+            "DAGSTER_HOME": str(home),
+            "EVAL_ASSETS_STATE": str(state),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+        }
+    )
+
+
+def _code_location() -> tuple[Any, Any, Any]:
+    import warnings
+
+    import skops.io  # noqa: F401  8 s of imports (every sklearn estimator), before the clock
+    from dagster import DagsterInstance
+
+    from eval_assets.definitions import Settings, build_definitions
+
+    warnings.filterwarnings("ignore")
+    settings = Settings.from_env()
+    return settings, build_definitions(settings), DagsterInstance.get()
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory since it started (VmHWM).
+
+    Not `ru_maxrss`: Linux carries the parent's peak at fork into a child's `ru_maxrss` across
+    `exec`, so a worker started by a large parent would report the parent's memory.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
+
+
+def _run(defs: Any, instance: Any, job: str, partition: Any) -> Any:
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance,
+        partition_key=partition,
+        raise_on_error=True,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+
+
+def prepare(_: str | None, state: Path) -> dict[str, Any]:
+    """Register the champion and the candidate, and pin both versions."""
+    from eval_assets.demo.run import register
+    from eval_assets.demo.training import train_demo_models
+    from eval_assets.partitions import model_version_partitions, version_key
+
+    settings, defs, instance = _code_location()
+    models = train_demo_models()
+    for name in ("v1", "v2"):
+        register(settings.tracking_uri, settings.artifact_root, models[name], name)
+    keys = [version_key(MODEL, v) for v in (CHAMPION, CANDIDATE)]
+    instance.add_dynamic_partitions(model_version_partitions(MODEL).name, keys)
+    for key in keys:
+        _run(defs, instance, f"{MODEL}_model_version_job", key)
+    return {}
+
+
+def ingest(snapshot: str, state: Path) -> dict[str, Any]:
+    """Validate the snapshot into `data_snapshot`, as the snapshot sensor's run does."""
+    from eval_assets.partitions import snapshot_partitions
+
+    _, defs, instance = _code_location()
+    instance.add_dynamic_partitions(snapshot_partitions(DATASET).name, [snapshot])
+    start = time.perf_counter()
+    _run(defs, instance, f"{MODEL}_snapshot_job", snapshot)
+    return {"seconds": time.perf_counter() - start, "peak_mb": _peak_mb()}
+
+
+def champion_side(snapshot: str, state: Path) -> dict[str, Any]:
+    """Make v1 the champion with its predictions on this snapshot stored (not timed)."""
+    from dagster import AssetKey, materialize
+
+    from eval_assets.partitions import evaluation_key, version_key
+
+    _, defs, instance = _code_location()
+    registry = defs.resources["model_registry"]
+    partition = evaluation_key(version_key(MODEL, CHAMPION), snapshot)
+    if registry.champion(MODEL) is None:
+        # The first version is judged on absolute gates and becomes the champion.
+        _run(defs, instance, f"{MODEL}_evaluation_job", partition)
+        assert registry.champion(MODEL).version == CHAMPION
+    else:
+        materialize(
+            defs.assets,
+            selection=[AssetKey([MODEL, "predictions"])],
+            partition_key=partition,
+            instance=instance,
+            resources=defs.resources,
+        )
+    return {}
+
+
+def floor(snapshot: str, state: Path) -> dict[str, Any]:
+    """Load the candidate and the data, predict every row: the least any evaluation does."""
+    import mlflow
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+    import skops.io  # noqa: F401  imported before the clock, as in `evaluate`
+
+    from eval_assets.core.criteria import load_criteria
+
+    features = list(load_criteria(REPO / "criteria" / f"{MODEL}.yaml").dataset.features)
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    data_file = state / "snapshots" / DATASET / snapshot / "data.parquet"
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        model = mlflow.sklearn.load_model(f"models:/{MODEL}/{CANDIDATE}", dst_path=folder)
+        frame = pd.read_parquet(data_file)
+        scores = model.predict_proba(frame[features])[:, 1]
+        seconds = time.perf_counter() - start
+    out = state / f"floor-{snapshot}.npy"
+    np.save(out, scores)
+    return {"seconds": seconds, "peak_mb": _peak_mb(), "rows": len(scores), "scores": str(out)}
+
+
+def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
+    """The project's evaluation job for the candidate, then the champion alias put back."""
+    from eval_assets.partitions import evaluation_key, version_key
+    from eval_assets.resources.storage import output_path
+
+    import_seconds = time.perf_counter() - STARTED
+    _, defs, instance = _code_location()
+    startup = time.perf_counter() - STARTED
+    partition = evaluation_key(version_key(MODEL, CANDIDATE), snapshot)
+    rss_before = _peak_mb()
+    start = time.perf_counter()
+    result = _run(defs, instance, f"{MODEL}_evaluation_job", partition)
+    seconds = time.perf_counter() - start
+    peak = _peak_mb()
+    steps = {
+        s.step_key: s.end_time - s.start_time
+        for s in instance.get_run_step_stats(result.run_id)
+        if s.end_time and s.start_time
+    }
+    predicted = [
+        str(e.partition)
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.path[-1] == "predictions"
+    ]
+    logs = " ".join(
+        r.user_message for r in instance.all_logs(result.run_id) if r.user_message is not None
+    )
+    verdict = defs.resources["evaluation_store"].read_json(
+        output_path([MODEL, "gate_verdict"], str(partition), ".json")
+    )
+    paired = [
+        r
+        for gate in verdict["verdict"]["gates"]
+        for r in gate["results"]
+        if r["ci_low"] is not None and r["champion"] is not None
+    ]
+    registry = defs.resources["model_registry"]
+    promoted = registry.champion(MODEL).version == CANDIDATE
+    if promoted:
+        registry.move_champion(MODEL, CHAMPION, CANDIDATE)  # the next size starts the same way
+    return {
+        "seconds": seconds,
+        "peak_mb": peak,
+        "peak_before_mb": rss_before,
+        "import_seconds": import_seconds,
+        "startup_seconds": startup,
+        "steps": steps,
+        "success": result.success,
+        "promoted": promoted,
+        "predicted": predicted,
+        "reused_champion": "reusing the champion's predictions" in logs,
+        "paired_intervals": len(paired),
+    }
+
+
+WORKERS = {
+    "prepare": prepare,
+    "ingest": ingest,
+    "champion_side": champion_side,
+    "floor": floor,
+    "evaluate": evaluate,
+}
+STARTED = time.perf_counter()
+
+if __name__ == "__main__":
+    main()
