@@ -41,6 +41,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.runs import failure_text
 
 ROWS = 6000
 GOLDEN = "golden"
@@ -135,18 +136,6 @@ def sized_criteria(folder: Path) -> Path:
     return write_criteria(
         folder, gates=gates, bootstrap={"resamples": 100, "seed": 7, "confidence": 0.95}
     )
-
-
-def failure_text(result) -> str:
-    """Every step failure of a run with its whole cause chain, as the Dagster UI shows it."""
-    texts = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error is not None:
-                texts.append(error.message)
-                error = error.cause
-    return "\n".join(texts)
 
 
 def failed_steps(result) -> set[str]:

@@ -53,6 +53,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.runs import failure_text
 from eval_assets_tests.support.services import MlflowServer
 
 pytestmark = pytest.mark.integration
@@ -153,17 +154,6 @@ class Stack:
 
 def partition(version: str) -> str:
     return f"{MODEL}.v{version}|{SNAPSHOT}"
-
-
-def failure_text(result) -> str:
-    texts = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error is not None:
-                texts.append(error.message)
-                error = error.cause
-    return "\n".join(texts)
 
 
 @pytest.fixture(scope="module")
