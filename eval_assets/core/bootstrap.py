@@ -41,8 +41,10 @@ depends on BLAS threads or the order of summation.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +74,8 @@ INTERVAL_COLUMNS: tuple[str, ...] = (
 )
 # Draws are made this many (resample x cell) values at a time, to bound memory.
 _CHUNK_CELLS = 1 << 21
+# Slices resampled at once; each holds its own draws and per-slice copies.
+_MAX_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -125,22 +129,29 @@ def paired_bootstrap(
     cell_of_row = _cell_codes(y, binned)
     losses = [row_losses(y, scores) for scores in models]
     fraction_bits = _fraction_bits(len(y))
-    for i, slice_ in enumerate(slices):
-        points = [table[i] for table in exact]
-        boot, binned_points = _slice_statistics(
-            slice_, cell_of_row, binned, losses, fraction_bits, config
-        )
-        rows += _interval_rows(slice_.name, METRIC_NAMES, points, boot, binned_points, config)
 
-    for attribute, groups in (fairness or {}).items():
-        name = f"fairness:{attribute}"
+    def one_slice(slice_: Slice) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return _slice_statistics(slice_, cell_of_row, binned, losses, fraction_bits, config)
+
+    def one_attribute(name: str, groups: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         values, inverse = group_codes(groups, len(y))
         # Fairness cells keep every row's group, label and decision, so the unresampled cell
         # statistics are the exact disparities of `fairness_metrics`.
-        boot, points = _fairness_statistics(
-            name, inverse, len(values), y, models, threshold, config
-        )
-        rows += _interval_rows(name, FAIRNESS_METRICS, points, boot, points, config)
+        return _fairness_statistics(name, inverse, len(values), y, models, threshold, config)
+
+    attributes = [(f"fairness:{a}", groups) for a, groups in (fairness or {}).items()]
+    # Slices draw from their own streams, so they can run in any order on any thread and give
+    # the same intervals; numpy releases the GIL in the Poisson draws and the array work.
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        slice_results = pool.map(one_slice, slices)
+        attribute_results = pool.map(lambda item: one_attribute(*item), attributes)
+        for i, (slice_, (boot, binned_points)) in enumerate(
+            zip(slices, slice_results, strict=True)
+        ):
+            points = [table[i] for table in exact]
+            rows += _interval_rows(slice_.name, METRIC_NAMES, points, boot, binned_points, config)
+        for (name, _), (boot, points) in zip(attributes, attribute_results, strict=True):
+            rows += _interval_rows(name, FAIRNESS_METRICS, points, boot, points, config)
 
     frame = pd.DataFrame(rows, columns=pd.Index(["slice", "metric", *INTERVAL_COLUMNS]))
     return frame.astype({c: np.float64 for c in INTERVAL_COLUMNS})
@@ -185,6 +196,11 @@ def _cell_codes(y: np.ndarray, binned: Sequence[_Binned]) -> np.ndarray:
     return code
 
 
+def _workers() -> int:
+    """Threads for the slices: the cores this process may use, at most `_MAX_WORKERS`."""
+    return max(1, min(_MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
 def _fraction_bits(n_rows: int) -> int:
     """Fixed-point fraction bits so that a resample's loss sum cannot overflow int64."""
     # Clipped log loss is at most -log(eps) < 37 per row; a Poisson resample of n rows stays far
@@ -218,13 +234,15 @@ def _slice_statistics(
     config: BootstrapConfig,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per model: resampled metrics (resamples x metrics) and the unresampled binned metrics."""
-    rows = np.flatnonzero(slice_.mask)
+    mask = np.asarray(slice_.mask).astype(bool, copy=False)
     n_models = len(binned)
     empty = np.full((config.n_resamples, len(METRIC_NAMES)), np.nan)
-    if rows.size == 0:
+    if not mask.any():
         return [empty] * n_models, [empty[0]] * n_models
     n_cells = int(np.prod([m.n_bins for m in binned])) * 2
-    codes = cell_of_row[rows]
+    # A boolean selection, no index array; the whole-data slice is not copied at all.
+    select = slice(None) if mask.all() else mask
+    codes = cell_of_row[select]
     occupancy = np.bincount(codes, minlength=n_cells)
     cells = np.flatnonzero(occupancy)
     counts = occupancy[cells]
@@ -239,7 +257,7 @@ def _slice_statistics(
     for log_loss, squared in losses:
         fixed = []
         for per_row in (log_loss, squared):
-            total = np.bincount(codes, weights=per_row[rows], minlength=n_cells)[cells]
+            total = np.bincount(codes, weights=per_row[select], minlength=n_cells)[cells]
             fixed.append(np.rint(np.ldexp(total / counts, fraction_bits)).astype(np.int64))
         mean_losses.append(np.stack(fixed, axis=1))
 

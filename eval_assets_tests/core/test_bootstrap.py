@@ -108,6 +108,18 @@ def test_chunking_the_draws_does_not_change_the_result(data, monkeypatch) -> Non
     pd.testing.assert_frame_equal(whole, chunked, check_exact=True)
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_threads_do_not_change_the_result(data, intervals, monkeypatch, workers) -> None:
+    # The shared fixture ran with the machine's thread count; one thread and an uneven count
+    # must give the same bytes (slices draw from their own streams, collected in order).
+    y, candidate, champion, slices, fairness = data
+    monkeypatch.setattr(bootstrap_module, "_workers", lambda: workers)
+    again = paired_bootstrap(
+        y, candidate, champion, slices, THRESHOLD, BootstrapConfig(n_resamples=400), fairness
+    )
+    pd.testing.assert_frame_equal(intervals, again, check_exact=True)
+
+
 def test_point_metrics_passed_in_give_the_same_intervals(data, intervals) -> None:
     y, candidate, champion, slices, fairness = data
     tables = [slice_metrics(y, scores, slices, THRESHOLD) for scores in (candidate, champion)]
