@@ -15,20 +15,18 @@ import re
 import textwrap
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # no display: reports are rendered in servers and CI
+# Figures are made with matplotlib's object API, never pyplot: no global figure registry and no
+# GUI backend, so rendering is safe in servers, in CI and off the main thread (Agg writes PNGs).
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from eval_assets.core.criteria import ChangeGate, Criteria  # noqa: E402
-from eval_assets.core.gating import (  # noqa: E402
+from eval_assets.core.criteria import ChangeGate, Criteria
+from eval_assets.core.gating import (
     FAIL,
     PASS,
     GateResult,
@@ -36,13 +34,13 @@ from eval_assets.core.gating import (  # noqa: E402
     ModelMetrics,
     Verdict,
 )
-from eval_assets.core.metrics import (  # noqa: E402
+from eval_assets.core.metrics import (
     HIGHER_IS_BETTER,
     auc_ap_from_counts,
     descending_order,
     validate_inputs,
 )
-from eval_assets.core.slicing import OVERALL  # noqa: E402
+from eval_assets.core.slicing import OVERALL
 
 DPI = 110
 CANDIDATE_COLOUR = "#1f6fb4"
@@ -65,7 +63,8 @@ def confusion_matrix_png(
 ) -> bytes:
     """Confusion matrices of the candidate (and champion) on one slice, as PNG bytes."""
     panels = [("candidate", candidate)] + ([("champion", champion)] if champion else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     at = f" at {threshold:g}" if threshold is not None else ""
     for ax, (title, metrics) in zip(axes[0], panels, strict=True):
         _draw_confusion(ax, metrics, slice_name, f"{title}: {_short(slice_name)}{at}")
@@ -87,7 +86,8 @@ def confusion_matrices_png(
     n_cols = per_row * len(models)
     width = 2.55 * n_cols + 0.3
     height = 2.5 * n_rows + 0.5
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for index, name in enumerate(names):
@@ -174,7 +174,8 @@ def roc_pr_curves_png(
     n_pos = int(y.sum())
     n_neg = len(y) - n_pos
 
-    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11.0, 4.8))
+    fig = Figure(figsize=(11.0, 4.8))
+    roc_ax, pr_ax = fig.subplots(1, 2)
     fig.suptitle(
         f"ROC and precision-recall: {_short(title, 60)} ({len(y):,} rows, {n_pos:,} positives)",
         fontsize=11,
@@ -315,7 +316,7 @@ def gate_changes_png(verdict: Verdict, criteria: Criteria | None = None) -> byte
     legend_in = 0.45
     heights = [head_in + row_in * max(len(g.results), 1) + foot_in for g in gates]
     fig_h = top_in + sum(heights) + legend_in
-    fig = plt.figure(figsize=(fig_w, fig_h))
+    fig = Figure(figsize=(fig_w, fig_h))
     fig.text(
         0.5,
         1 - 0.12 / fig_h,
@@ -533,7 +534,7 @@ def _headline(verdict: Verdict, width: int = 90) -> str:
 
 def _notice_png(verdict: Verdict, change_gates: list[GateVerdict]) -> bytes:
     """A small figure explaining why there is no change to draw."""
-    fig = plt.figure(figsize=(8.0, 2.4))
+    fig = Figure(figsize=(8.0, 2.4))
     if not change_gates:
         reason = "the criteria declare no change gate: nothing is compared with a champion"
     else:
@@ -835,5 +836,4 @@ def _png(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     # A fixed metadata block keeps the bytes identical for identical inputs.
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    plt.close(fig)
     return buffer.getvalue()
