@@ -212,7 +212,7 @@ def _auc_ap_in_slice(
 
 
 def fairness_metrics(
-    y: np.ndarray, score: np.ndarray, groups: np.ndarray, threshold: float
+    y: np.ndarray, score: np.ndarray, groups: np.ndarray | pd.Categorical, threshold: float
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per-group selection rate, TPR and FPR, and the disparities between groups.
 
@@ -334,14 +334,27 @@ def confusion_metrics(
     }
 
 
-def group_codes(groups: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted distinct group values and each row's index into them; missing values refused."""
-    groups = np.asarray(groups)
-    if groups.ndim != 1 or len(groups) != n_rows:
-        raise ValueError(f"groups must be 1-D with {n_rows} rows, got shape {groups.shape}")
-    # factorize hashes instead of sorting all rows (np.unique on object arrays is very slow).
+def group_codes(groups: np.ndarray | pd.Categorical, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct group values and each row's index into them; missing values refused.
+
+    A pandas Categorical gives the same answer as its values would, read from its codes (no
+    hashing of one value per row); categories no row uses are not groups.
+    """
     try:
-        inverse, values = pd.factorize(groups, sort=True)
+        if isinstance(groups, pd.Categorical):
+            if groups.ndim != 1 or len(groups) != n_rows:
+                raise ValueError(f"groups must be 1-D with {n_rows} rows, got {len(groups)} rows")
+            groups = groups.remove_unused_categories()
+            ranked = sorted(groups.categories)
+            if list(groups.categories) != ranked:
+                groups = groups.reorder_categories(ranked)
+            values, inverse = np.asarray(groups.categories), np.asarray(groups.codes)
+        else:
+            groups = np.asarray(groups)
+            if groups.ndim != 1 or len(groups) != n_rows:
+                raise ValueError(f"groups must be 1-D with {n_rows} rows, got shape {groups.shape}")
+            # factorize hashes instead of sorting all rows (np.unique on object arrays is slow).
+            inverse, values = pd.factorize(groups, sort=True)
     except TypeError as error:
         raise ValueError(f"groups mix values that cannot be ordered: {error}") from error
     missing = inverse < 0

@@ -297,3 +297,17 @@ def test_missing_group_values_are_refused(missing) -> None:
         fairness_metrics(y, score, groups, THRESHOLD)
     with pytest.raises(ValueError, match="missing values"):
         fairness_metrics(y, score, np.where(np.arange(len(y)) == 3, np.nan, 1.0), THRESHOLD)
+
+
+def test_groups_as_a_categorical_give_the_very_tables_of_their_values() -> None:
+    y, score, groups = fairness_data(3)
+    text = np.asarray(groups, dtype=str).astype(object)
+    # Unsorted categories and one no row uses: neither may change a group or add one.
+    categorical = pd.Categorical(text, categories=[*sorted(set(text), reverse=True), "unused"])
+    table, disparity = fairness_metrics(y, score, text, THRESHOLD)
+    table_c, disparity_c = fairness_metrics(y, score, categorical, THRESHOLD)
+    pd.testing.assert_frame_equal(table, table_c, check_exact=True)
+    assert disparity == disparity_c
+    with_missing = pd.Categorical([None, *text[1:]], categories=sorted(set(text)))
+    with pytest.raises(ValueError, match="missing values.*row 0"):
+        fairness_metrics(y, score, with_missing, THRESHOLD)
