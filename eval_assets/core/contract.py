@@ -161,17 +161,24 @@ def validate_dataset(
     return ValidatedDataset(frame=frame, features=features, labels=y, source=source)
 
 
-def validate_scores(scores: np.ndarray, frame: pd.DataFrame, id_column: str, source: str) -> None:
-    """Scores must be finite probabilities; name the first rows that are not."""
+def validate_scores(
+    scores: np.ndarray, frame: pd.DataFrame, id_column: str, source: str, first_row: int = 0
+) -> None:
+    """Scores must be finite probabilities; name the first rows that are not.
+
+    `frame` holds the scored rows; `first_row` is its first row's number in the whole dataset
+    (scoring in batches), so the message names the row of the dataset, not of the batch.
+    """
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     if bad.any():
         rows = np.flatnonzero(bad)
         first = int(rows[0])
-        ident = frame[id_column].iloc[first] if id_column in frame.columns else first
+        ident = frame[id_column].iloc[first] if id_column in frame.columns else first_row + first
         raise DatasetError(
             source,
             [
-                f"model score {_shown(scores[first])} for row {first} (id {_shown(ident)}) is "
+                f"model score {_shown(scores[first])} for row {first_row + first} "
+                f"(id {_shown(ident)}) is "
                 f"not a probability in [0, 1]; {len(rows)} such row(s)"
             ],
         )

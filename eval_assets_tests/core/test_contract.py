@@ -278,3 +278,8 @@ def test_a_score_that_is_not_a_probability_is_named_with_its_row_and_id(bad):
     message = str(caught.value)
     assert message.startswith("model.skops: model score ")
     assert f"score {float(bad)!r} for row 2 (id 't3')" in message
+
+
+def test_a_bad_score_in_a_later_batch_is_named_with_its_row_in_the_whole_dataset():
+    with pytest.raises(DatasetError, match=r"score nan for row 102 \(id 't3'\)"):
+        validate_scores(np.array([0.1, 0.2, np.nan, 0.4]), good_frame(), "id", "m", first_row=100)
