@@ -7,6 +7,7 @@ comparison is the champion's own `predictions` partition on the same snapshot, c
 
 import base64
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,12 @@ from eval_assets.core.digests import artifact_digest, evaluation_key, file_diges
 from eval_assets.core.evaluation import (
     Evaluation,
     evaluate,
+    metrics_from_json,
     metrics_json,
     model_metrics,
     to_json,
 )
-from eval_assets.core.gating import GateVerdict
+from eval_assets.core.gating import GateVerdict, ModelMetrics
 from eval_assets.core.metrics import METRIC_NAMES
 from eval_assets.core.models import PREDICT_BATCH_ROWS, ModelLoadError, load_model
 from eval_assets.core.predicates import parse_predicate, predicate_columns
@@ -245,21 +247,35 @@ def build_evaluation_assets(
         snapshot_id = keys[SNAPSHOT_DIM]
         snapshot = _snapshot_info(snapshot_store, dataset, snapshot_id)
         champion = model_registry.champion(model)
-        champion_scores = None
+        champion_scores = champion_metrics = None
         if champion is not None:
+            champion_key = version_key(model, champion.version)
             champion_side = champion_predictions(
-                context,
-                criteria,
-                version_key(model, champion.version),
-                snapshot_id,
-                model_registry,
-                evaluation_store,
+                context, criteria, champion_key, snapshot_id, model_registry, evaluation_store
             )
-            champion_scores = aligned_scores(predictions, champion_side)
-        result = run_evaluation(criteria, predictions, champion_scores)
+            champion_scores, in_order = aligned_scores(predictions, champion_side)
+            del champion_side  # its ids are a copy of the candidate's: free them now
+            if in_order:
+                # The champion's own evaluation on these rows, in this order, has its point
+                # metrics already (in another order, sums could differ in the last bit).
+                champion_metrics = stored_metrics(
+                    evaluation_store.read_json(
+                        output_path(
+                            [model, "slice_metrics"], f"{champion_key}|{snapshot_id}", ".json"
+                        )
+                    ),
+                    criteria,
+                    len(predictions),
+                )
+        result, images = evaluate_and_draw(
+            criteria,
+            predictions,
+            champion_scores,
+            candidate_metrics=stored_metrics(slice_metrics, criteria, len(predictions)),
+            champion_metrics=champion_metrics,
+        )
         key_ = evaluation_key(model_version["digest"], snapshot.sha256, criteria.digest())
         record = verdict_record(criteria, result, model_version, snapshot, champion, key_)
-        images = render_images(criteria, result, predictions, champion_scores)
         summary = report_summary(record)
         html = html_report(
             title=f"{model_version['partition']} on {snapshot_id}",
@@ -446,11 +462,23 @@ def score_snapshot(
             else list(contract.features)
         )
         ids, labels, scores = [], [], []
+        scored = 0
         kept: dict[str, list[Any]] = {column: [] for column in keep}
-        for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS):
-            frame = batch.to_pandas()
+        # The model sees its features as pandas gives them (the same as a whole-file read); the
+        # id stays Arrow-backed (no Python string per row), and unused columns are not read.
+        model_columns = list(dict.fromkeys([*features, contract.label_column]))
+        read = list(dict.fromkeys([*model_columns, contract.id_column, *keep]))
+        for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read):
+            frame = batch.select(model_columns).to_pandas()
+            if contract.id_column not in frame.columns:  # it names rows in score errors
+                frame[contract.id_column] = _compact(
+                    pa.chunked_array([batch.column(contract.id_column)])
+                )
             batch_scores = loaded.predict_scores(frame, features, contract.positive_class)
-            validate_scores(batch_scores, frame, contract.id_column, facts["partition"])
+            validate_scores(
+                batch_scores, frame, contract.id_column, facts["partition"], first_row=scored
+            )
+            scored += len(frame)
             ids.append(batch.column(contract.id_column))
             labels.append(positive_labels(frame[contract.label_column], contract))
             scores.append(batch_scores)
@@ -504,52 +532,101 @@ def metrics_record(criteria: Criteria, predictions: pd.DataFrame) -> dict[str, A
     fairness = fairness_groups(criteria, predictions)
     y, scores = predictions[LABEL].to_numpy(), predictions[SCORE].to_numpy()
     metrics = model_metrics(y, scores, slices, fairness, criteria.dataset.threshold)
-    return metrics_json(metrics)
+    return {**metrics_json(metrics), **_metrics_stamp(criteria, len(predictions))}
 
 
-def fairness_groups(criteria: Criteria, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def _metrics_stamp(criteria: Criteria, rows: int) -> dict[str, Any]:
+    """What a stored metrics record must match to be reused instead of recomputed."""
+    return {
+        "criteria_hash": criteria.digest(),
+        "evaluator_version": EVALUATOR_VERSION,
+        "rows": rows,
+    }
+
+
+def stored_metrics(
+    record: dict[str, Any] | None, criteria: Criteria, rows: int
+) -> ModelMetrics | None:
+    """A `slice_metrics` record as tables, when it was computed under these criteria by this
+    evaluator on as many rows; None otherwise (recompute: a stale record is never reused)."""
+    stamp = _metrics_stamp(criteria, rows)
+    if record is None or any(record.get(k) != v for k, v in stamp.items()):
+        return None
+    return metrics_from_json(record)
+
+
+def fairness_groups(criteria: Criteria, frame: pd.DataFrame) -> dict[str, Any]:
     """Each fairness attribute's group per row, as text; a missing text value is the group "None",
-    as `astype(str)` names it."""
-    groups = {}
+    as `astype(str)` names it. Text kept as categories stays a Categorical (codes, not a string
+    per row), which the core reads exactly as it would read the strings."""
+    groups: dict[str, Any] = {}
     for attribute in criteria.fairness:
         column = frame[attribute]
         if isinstance(column.dtype, pd.CategoricalDtype):
-            # One string per category shared by every row, not one string per row; code -1
-            # (missing) picks the trailing "None".
-            labels = np.asarray([*column.cat.categories.astype(str), "None"], dtype=object)
-            groups[attribute] = labels[column.cat.codes.to_numpy()]
+            values = column.array.rename_categories(column.cat.categories.astype(str))
+            if values.isna().any():
+                if "None" not in values.categories:
+                    values = values.add_categories(["None"])
+                values = values.fillna("None")
+            groups[attribute] = values
         else:
             groups[attribute] = column.astype(str).to_numpy()
     return groups
 
 
-def aligned_scores(candidate: pd.DataFrame, champion: pd.DataFrame) -> np.ndarray:
-    """The champion's scores in the candidate's row order; both must cover the same rows."""
+def aligned_scores(candidate: pd.DataFrame, champion: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """The champion's scores in the candidate's row order (both must cover the same rows), and
+    whether the champion's rows were already in that order."""
     if len(candidate) == len(champion) and candidate[ROW_ID].equals(champion[ROW_ID]):
         # Both scored the same snapshot file in order: no join needed.
-        return champion[SCORE].to_numpy()
+        return champion[SCORE].to_numpy(), True
     aligned = champion.set_index(ROW_ID)[SCORE].reindex(candidate[ROW_ID])
     if len(candidate) != len(champion) or aligned.isna().any():
         raise Failure("the champion's predictions do not cover the same rows as the candidate's")
-    return aligned.to_numpy()
+    return aligned.to_numpy(), False
 
 
-def run_evaluation(
+def evaluate_and_draw(
     criteria: Criteria,
     candidate: pd.DataFrame,
     champion_scores: np.ndarray | None,
-) -> Evaluation:
-    """The core's paired evaluation of the candidate's predictions and the champion's scores."""
+    candidate_metrics: ModelMetrics | None = None,
+    champion_metrics: ModelMetrics | None = None,
+) -> tuple[Evaluation, dict[str, bytes]]:
+    """The core's paired evaluation of the candidate's predictions and the champion's scores,
+    and the report's plots.
+
+    Point metrics already computed on these rows (see `stored_metrics`) are not recomputed. The
+    curves and confusion matrices need only point metrics, so they are drawn on a second thread
+    while the bootstrap runs (its draws release the GIL); the gate picture needs the verdict.
+    """
     slices = build_slices(candidate, criteria)
     fairness = fairness_groups(criteria, candidate)
-    return evaluate(
-        criteria,
-        candidate[LABEL].to_numpy(),
-        slices,
-        fairness,
-        candidate[SCORE].to_numpy(),
-        champion_scores,
-    )
+    y, scores = candidate[LABEL].to_numpy(), candidate[SCORE].to_numpy()
+    threshold = criteria.dataset.threshold
+    if candidate_metrics is None:
+        candidate_metrics = model_metrics(y, scores, slices, fairness, threshold)
+    if champion_scores is None:
+        champion_metrics = None
+    elif champion_metrics is None:
+        champion_metrics = model_metrics(y, champion_scores, slices, fairness, threshold)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots") as painter:
+        drawn = painter.submit(
+            point_images, criteria, candidate_metrics, champion_metrics, y, scores, champion_scores
+        )
+        result = evaluate(
+            criteria,
+            y,
+            slices,
+            fairness,
+            scores,
+            champion_scores,
+            candidate_metrics=candidate_metrics,
+            champion_metrics=champion_metrics,
+        )
+        images = drawn.result()
+    # One matplotlib figure at a time: the gate picture only once the other thread is done.
+    return result, {"gate_changes.png": gate_changes_png(result.verdict, criteria), **images}
 
 
 def champion_predictions(
@@ -601,26 +678,22 @@ def champion_predictions(
     return frame
 
 
-def render_images(
+def point_images(
     criteria: Criteria,
-    result: Evaluation,
-    candidate: pd.DataFrame,
+    candidate: ModelMetrics,
+    champion: ModelMetrics | None,
+    y: np.ndarray,
+    scores: np.ndarray,
     champion_scores: np.ndarray | None,
 ) -> dict[str, bytes]:
-    """The report's plots: gated changes, ROC/PR curves, confusion matrices of key slices."""
+    """The report's plots of point metrics: ROC/PR curves, confusion matrices of key slices."""
     threshold = criteria.dataset.threshold
-    present = set(result.candidate.slices.index)
+    present = set(candidate.slices.index)
     key_slices = [s for s in criteria.key_slices if s in present and s != "overall"]
     return {
-        "gate_changes.png": gate_changes_png(result.verdict, criteria),
-        "roc_pr_overall.png": roc_pr_curves_png(
-            candidate[LABEL].to_numpy(),
-            candidate[SCORE].to_numpy(),
-            champion_scores,
-            threshold=threshold,
-        ),
+        "roc_pr_overall.png": roc_pr_curves_png(y, scores, champion_scores, threshold=threshold),
         "confusion_matrices.png": confusion_matrices_png(
-            result.candidate, result.champion, key_slices, threshold
+            candidate, champion, key_slices, threshold
         ),
     }
 

@@ -105,7 +105,7 @@ def paired_bootstrap(
     slices: Sequence[Slice],
     threshold: float,
     config: BootstrapConfig,
-    fairness: Mapping[str, np.ndarray] | None = None,
+    fairness: Mapping[str, np.ndarray | pd.Categorical] | None = None,
     point_metrics: Sequence[pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """Intervals for every slice x metric and every fairness attribute x disparity.
@@ -133,7 +133,9 @@ def paired_bootstrap(
     def one_slice(slice_: Slice) -> tuple[list[np.ndarray], list[np.ndarray]]:
         return _slice_statistics(slice_, cell_of_row, binned, losses, fraction_bits, config)
 
-    def one_attribute(name: str, groups: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def one_attribute(
+        name: str, groups: np.ndarray | pd.Categorical
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         values, inverse = group_codes(groups, len(y))
         # Fairness cells keep every row's group, label and decision, so the unresampled cell
         # statistics are the exact disparities of `fairness_metrics`.

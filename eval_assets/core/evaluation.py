@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,13 @@ import pandas as pd
 from eval_assets.core.bootstrap import BootstrapConfig, paired_bootstrap
 from eval_assets.core.criteria import Criteria
 from eval_assets.core.gating import ModelMetrics, Verdict, decide
-from eval_assets.core.metrics import fairness_metrics, slice_metrics
+from eval_assets.core.metrics import (
+    COUNT_COLUMNS,
+    FAIRNESS_GROUP_COLUMNS,
+    METRIC_NAMES,
+    fairness_metrics,
+    slice_metrics,
+)
 from eval_assets.core.slicing import Slice
 
 
@@ -40,7 +46,7 @@ def model_metrics(
     y: np.ndarray,
     scores: np.ndarray,
     slices: list[Slice],
-    fairness: Mapping[str, np.ndarray],
+    fairness: Mapping[str, np.ndarray | pd.Categorical],
     threshold: float,
 ) -> ModelMetrics:
     """Per-slice metrics and per-attribute fairness metrics of one model's scores."""
@@ -66,7 +72,7 @@ def evaluate(
     criteria: Criteria,
     y: np.ndarray,
     slices: list[Slice],
-    fairness: Mapping[str, np.ndarray],
+    fairness: Mapping[str, np.ndarray | pd.Categorical],
     candidate_scores: np.ndarray,
     champion_scores: np.ndarray | None = None,
     *,
@@ -118,6 +124,35 @@ def metrics_json(metrics: ModelMetrics) -> dict[str, Any]:
         "fairness_groups": _records(metrics.fairness_groups),
         "disparities": _records(metrics.disparities),
     }
+
+
+def metrics_from_json(record: Mapping[str, Any]) -> ModelMetrics:
+    """The inverse of `metrics_json`: the same tables, bit for bit (JSON floats round-trip)."""
+    slices = pd.DataFrame.from_records(
+        record["slices"], columns=["slice", *COUNT_COLUMNS, *METRIC_NAMES]
+    )
+    groups = pd.DataFrame.from_records(
+        record["fairness_groups"], columns=[*FAIRNESS_GROUP_COLUMNS, "attribute"]
+    )
+    disparities = pd.DataFrame.from_records(
+        record["disparities"], columns=["attribute", "metric", "value"]
+    )
+    return ModelMetrics(
+        _typed(slices, COUNT_COLUMNS, METRIC_NAMES).set_index("slice"),
+        _typed(groups, ("support", "positives"), FAIRNESS_GROUP_COLUMNS[3:]),
+        _typed(disparities, (), ("value",)),
+    )
+
+
+def _typed(frame: pd.DataFrame, counts: Sequence[str], floats: Sequence[str]) -> pd.DataFrame:
+    # `_clean` wrote NaN as null and infinities as text; both read back as floats.
+    for column in counts:
+        frame[column] = frame[column].astype(np.int64)
+    for column in floats:
+        frame[column] = np.asarray(
+            [np.nan if v is None else float(v) for v in frame[column]], dtype=np.float64
+        )
+    return frame
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

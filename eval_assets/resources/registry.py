@@ -22,7 +22,7 @@ EVAL_KEY_TAG = "eval_assets.evaluation_key"
 # Set at creation; the key tag itself is set only when the run is complete.
 PENDING_KEY_TAG = "eval_assets.pending_evaluation_key"
 # Rows MLflow reads to infer the logged dataset's column types.
-SCHEMA_SAMPLE_ROWS = 10_000
+SCHEMA_SAMPLE_ROWS = 1_000
 
 
 _MLFLOW_IMPORT_LOCK = threading.Lock()

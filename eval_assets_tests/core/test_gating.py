@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from eval_assets.core.criteria import Criteria
-from eval_assets.core.evaluation import evaluate
+from eval_assets.core.evaluation import evaluate, metrics_from_json, metrics_json, to_json
 from eval_assets.core.gating import (
     FAIL,
     INSUFFICIENT,
@@ -624,3 +624,56 @@ def test_evaluate_on_synthetic_scores_gives_a_verdict_from_real_metrics():
     reused = evaluate(gates, y, slices, groups, good, None, champion_metrics=better.champion)
     assert reused.verdict.champion_present
     assert reused.verdict.gates[1].results[0].champion == result.champion
+
+
+def test_stored_metrics_read_back_bit_for_bit_and_decide_the_same_verdict():
+    # `gate_verdict` reuses the `slice_metrics` record instead of recomputing it: the JSON round
+    # trip must give the very tables, NaN (a single-class slice) and empty slices included.
+    rng = np.random.default_rng(3)
+    n = 3000
+    frame = pd.DataFrame(
+        {"amount": rng.exponential(5000, n), "age_band": rng.choice(["a", "b"], n)}
+    )
+    y = rng.binomial(1, 0.1, n)
+    y[frame["amount"].to_numpy() > 30000] = 0  # a slice with one class: NaN AUC and AP
+    good = np.clip(0.1 + 0.5 * (y - 0.1) + rng.normal(0, 0.15, n), 0, 1)
+    weak = np.clip(0.1 + 0.2 * (y - 0.1) + rng.normal(0, 0.15, n), 0, 1)
+    gates = criteria(
+        absolute(min=0.7),
+        change(slices="all"),
+        fairness_gate(max=0.5),
+        slices=[
+            {"name": "huge", "where": "amount > 30000"},
+            {"name": "nobody", "where": "amount < 0"},
+        ],
+        fairness=["age_band"],
+        bootstrap={"resamples": 100, "seed": 2},
+    )
+    slices = build_slices(frame, gates)
+    groups = {"age_band": frame["age_band"].to_numpy()}
+    fresh = evaluate(gates, y, slices, groups, good, weak)
+    assert np.isnan(fresh.candidate.value("huge", "roc_auc"))
+
+    def stored(model):
+        return metrics_from_json(json.loads(to_json(metrics_json(model))))
+
+    for original, back in (
+        (fresh.candidate, stored(fresh.candidate)),
+        (fresh.champion, stored(fresh.champion)),
+    ):
+        for name in ("slices", "fairness_groups", "disparities"):
+            pd.testing.assert_frame_equal(
+                getattr(original, name), getattr(back, name), check_exact=True
+            )
+    reused = evaluate(
+        gates,
+        y,
+        slices,
+        groups,
+        good,
+        weak,
+        candidate_metrics=stored(fresh.candidate),
+        champion_metrics=stored(fresh.champion),
+    )
+    assert to_json(reused.verdict.to_dict()) == to_json(fresh.verdict.to_dict())
+    pd.testing.assert_frame_equal(reused.intervals, fresh.intervals, check_exact=True)

@@ -12,7 +12,13 @@ import pyarrow as pa
 import pytest
 from dagster import Failure
 
-from eval_assets.assets import _compact, aligned_scores, fairness_groups
+from eval_assets.assets import (
+    _compact,
+    aligned_scores,
+    fairness_groups,
+    metrics_record,
+    stored_metrics,
+)
 from eval_assets.core.criteria import load_criteria
 from eval_assets_tests.support.factories import write_criteria
 
@@ -54,11 +60,46 @@ def test_champion_scores_align_by_position_or_by_id_and_must_cover_every_row():
     ids = pd.array(["t1", "t2", "t3"], dtype=pd.StringDtype("pyarrow"))
     candidate = pd.DataFrame({"row_id": ids, "score": [0.1, 0.2, 0.3]})
     same_order = pd.DataFrame({"row_id": ids, "score": [0.7, 0.8, 0.9]})
-    assert aligned_scores(candidate, same_order).tolist() == [0.7, 0.8, 0.9]
+    scores, in_order = aligned_scores(candidate, same_order)
+    assert scores.tolist() == [0.7, 0.8, 0.9] and in_order
     shuffled = same_order.iloc[[2, 0, 1]].reset_index(drop=True)
-    assert aligned_scores(candidate, shuffled).tolist() == [0.7, 0.8, 0.9]
+    scores, in_order = aligned_scores(candidate, shuffled)
+    assert scores.tolist() == [0.7, 0.8, 0.9] and not in_order
     with pytest.raises(Failure, match="do not cover the same rows"):
         aligned_scores(candidate, same_order.iloc[:2])
     other = same_order.assign(row_id=pd.array(["t1", "t2", "t9"], dtype="string[pyarrow]"))
     with pytest.raises(Failure, match="do not cover the same rows"):
         aligned_scores(candidate, other)
+
+
+def test_a_stored_metrics_record_is_reused_only_under_the_same_criteria_and_rows(
+    criteria, tmp_path
+):
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "row_id": pd.array([f"t{i}" for i in range(n)], dtype="string[pyarrow]"),
+            "label": rng.binomial(1, 0.3, n),
+            "score": rng.random(n),
+            "amount": rng.exponential(3000, n),
+            "card_present": rng.binomial(1, 0.5, n),
+            "hour": rng.integers(0, 24, n),
+            "country": pd.Categorical(rng.choice(["BR", "FR", "US"], n)),
+            "merchant_category": pd.Categorical(rng.choice(["food", "travel"], n)),
+            "customer_age_band": pd.Categorical(rng.choice(["18-25", "65+"], n)),
+        }
+    )
+    record = metrics_record(criteria, frame)
+    reused = stored_metrics(record, criteria, n)
+    assert reused is not None
+    assert reused.slices.loc["overall", "support"] == n
+    # Another threshold is another criteria hash: the record is stale and is not reused.
+    other = criteria.model_copy(
+        update={"dataset": criteria.dataset.model_copy(update={"threshold": 0.9})}
+    )
+    assert other.digest() != criteria.digest()
+    assert stored_metrics(record, other, n) is None
+    assert stored_metrics(record, criteria, n + 1) is None
+    assert stored_metrics({**record, "evaluator_version": "0.0.0"}, criteria, n) is None
+    assert stored_metrics(None, criteria, n) is None

@@ -41,7 +41,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
-from eval_assets_tests.support.runs import failure_text
+from eval_assets_tests.support.runs import failure_text, stub_plots
 
 ROWS = 6000
 GOLDEN = "golden"
@@ -144,20 +144,7 @@ def failed_steps(result) -> set[str]:
 
 @pytest.fixture()
 def fast_plots(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plots are two thirds of an evaluation's time and play no part in what these tests prove
-    (core/test_report.py and dagster/test_assets.py cover them): tiny stand-ins."""
-    import io
-
-    import matplotlib.image
-
-    import eval_assets.assets
-
-    buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, [[0.0]], format="png")
-    names = ("gate_changes.png", "roc_pr_overall.png", "confusion_matrices.png")
-    monkeypatch.setattr(
-        eval_assets.assets, "render_images", lambda *a, **k: dict.fromkeys(names, buffer.getvalue())
-    )
+    stub_plots(monkeypatch)
 
 
 @pytest.fixture(scope="module")

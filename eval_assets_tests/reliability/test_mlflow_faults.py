@@ -39,7 +39,6 @@ import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from mlflow.tracking import MlflowClient
 
-import eval_assets.assets
 from eval_assets.core.digests import evaluation_key
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.demo.run import drive
@@ -53,7 +52,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
-from eval_assets_tests.support.runs import failure_text
+from eval_assets_tests.support.runs import failure_text, stub_plots
 from eval_assets_tests.support.services import MlflowServer
 
 pytestmark = pytest.mark.integration
@@ -61,16 +60,6 @@ ROWS = 6000
 SNAPSHOT = "golden"
 EVAL_JOB = f"{MODEL}_evaluation_job"
 KILL_TIMEOUT_S = 180.0
-
-
-def tiny_png() -> bytes:
-    import io
-
-    import matplotlib.image
-
-    buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, [[0.0]], format="png")
-    return buffer.getvalue()
 
 
 def sized_criteria(folder: Path) -> Path:
@@ -173,16 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     with pytest.MonkeyPatch.context() as patch, MlflowServer(tmp / "mlflow") as server:
         patch.setattr(MlflowClient, "set_registered_model_alias", logged_set_alias)
-        # Plots are two thirds of an evaluation's time and play no part in these faults
-        # (core/test_report.py and dagster/test_assets.py cover them): tiny stand-ins.
-        png = tiny_png()
-        patch.setattr(
-            eval_assets.assets,
-            "render_images",
-            lambda *a, **k: dict.fromkeys(
-                ("gate_changes.png", "roc_pr_overall.png", "confusion_matrices.png"), png
-            ),
-        )
+        stub_plots(patch)
         env = {
             "EVAL_ASSETS_STATE": str(tmp / "state"),
             "EVAL_ASSETS_CRITERIA_DIR": str(sized_criteria(tmp / "criteria").parent),
