@@ -28,6 +28,7 @@ from dagster import (
     AssetsDefinition,
     DataVersion,
     Failure,
+    MaterializeResult,
     MetadataValue,
     Output,
     TableColumn,
@@ -73,7 +74,7 @@ from eval_assets.partitions import (
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import ModelRegistry
 from eval_assets.resources.snapshots import DATA_FILE, SnapshotInfo, SnapshotStore
-from eval_assets.resources.storage import EvaluationStore, output_path
+from eval_assets.resources.storage import ARROW_STRINGS, EvaluationStore, output_path
 
 DIGEST_TAG = "eval_assets.artifact_sha256"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -174,12 +175,19 @@ def build_evaluation_assets(
         model_version: dict[str, Any],
         model_registry: ModelRegistry,
         evaluation_store: EvaluationStore,
-    ) -> Output[pd.DataFrame]:
+    ) -> MaterializeResult:
         snapshot_id = context.partition_key.keys_by_dimension[SNAPSHOT_DIM]  # type: ignore[attr-defined]
-        frame = score_snapshot(
-            criteria, snapshot_id, model_version, model_registry, evaluation_store
+        # Written batch by batch to where the IO manager reads it for the downstream assets.
+        path = output_path([model, "predictions"], context.partition_key, ".parquet")
+        summary = score_snapshot(
+            criteria, snapshot_id, model_version, model_registry, evaluation_store, path
         )
-        return Output(frame, metadata=_prediction_metadata(frame, criteria))
+        return MaterializeResult(
+            metadata={
+                **_prediction_metadata(summary),
+                "stored_at": evaluation_store.location(path),
+            }
+        )
 
     @asset(
         name="slice_metrics",
@@ -432,13 +440,24 @@ def score_snapshot(
     facts: dict[str, Any],
     registry: ModelRegistry,
     store: EvaluationStore,
-) -> pd.DataFrame:
+    destination: str,
+) -> dict[str, Any]:
     """Download the version, check its digest, load it under the policy, and score the stored
-    snapshot in Parquet batches, keeping only what metrics need (id, label, score, slice keys)."""
+    snapshot in Parquet batches. Each batch's id, label, score and slice keys are appended to the
+    Parquet file `destination` in the store as soon as they exist, so memory holds one batch
+    whatever the number of rows; the file appears whole, or not at all on any error.
+
+    Returns the rows, the sum of the scores and the rows flagged at the threshold.
+    """
     contract = criteria.dataset
     source = output_path([criteria.model, "data_snapshot"], snapshot_id, ".parquet")
     keep = slice_key_columns(criteria)
-    with tempfile.TemporaryDirectory() as folder, store.local_file(source) as parquet:
+    summary = {"rows": 0, "score_sum": 0.0, "flagged": 0}
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        store.local_file(source) as parquet,
+        store.writing(destination) as written,
+    ):
         if parquet is None:
             raise Failure(f"data_snapshot {snapshot_id} is not materialized ({source})")
         local = registry.download(facts["model"], facts["version"], Path(folder))
@@ -455,57 +474,66 @@ def score_snapshot(
         )
         data = pq.ParquetFile(parquet)
         schema = data.schema_arrow
-        columns = schema.names
         features = (
-            [c for c in columns if c not in (contract.id_column, contract.label_column)]
+            [c for c in schema.names if c not in (contract.id_column, contract.label_column)]
             if contract.features == "all"
             else list(contract.features)
         )
-        ids, labels, scores = [], [], []
-        scored = 0
-        kept: dict[str, list[Any]] = {column: [] for column in keep}
         # The model sees its features as pandas gives them (the same as a whole-file read); the
         # id stays Arrow-backed (no Python string per row), and unused columns are not read.
         model_columns = list(dict.fromkeys([*features, contract.label_column]))
         read = list(dict.fromkeys([*model_columns, contract.id_column, *keep]))
-        for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read):
-            frame = batch.select(model_columns).to_pandas()
-            if contract.id_column not in frame.columns:  # it names rows in score errors
-                frame[contract.id_column] = _compact(
-                    pa.chunked_array([batch.column(contract.id_column)])
+        stored = _predictions_schema(schema, contract.id_column, keep)
+        # Ids are unique: a dictionary for them would only be tried and dropped.
+        encoded = [name for name in stored.names if name != ROW_ID]
+        with pq.ParquetWriter(written, stored, use_dictionary=encoded) as writer:
+            for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read):
+                frame = batch.select(model_columns).to_pandas()
+                if contract.id_column not in frame.columns:  # it names rows in score errors
+                    ids = batch.column(contract.id_column)
+                    frame[contract.id_column] = ids.to_pandas(types_mapper=ARROW_STRINGS.get)
+                scores = loaded.predict_scores(frame, features, contract.positive_class)
+                validate_scores(
+                    scores, frame, contract.id_column, facts["partition"], summary["rows"]
                 )
-            batch_scores = loaded.predict_scores(frame, features, contract.positive_class)
-            validate_scores(
-                batch_scores, frame, contract.id_column, facts["partition"], first_row=scored
-            )
-            scored += len(frame)
-            ids.append(batch.column(contract.id_column))
-            labels.append(positive_labels(frame[contract.label_column], contract))
-            scores.append(batch_scores)
-            for column in keep:
-                kept[column].append(batch.column(column))
-    # Per row, only what metrics read: ids stay Arrow strings, text slice keys become categories.
-    out = pd.DataFrame(
-        {
-            ROW_ID: _compact(pa.chunked_array(ids, type=schema.field(contract.id_column).type)),
-            LABEL: np.concatenate(labels),
-            SCORE: np.concatenate(scores),
-        }
+                columns = [
+                    batch.column(contract.id_column),
+                    pa.array(positive_labels(frame[contract.label_column], contract)),
+                    pa.array(scores),
+                    # Text slice keys as dictionaries: a few bytes a row, read back as categories.
+                    *(_dictionary(batch.column(c)) for c in keep),
+                ]
+                writer.write_table(pa.Table.from_arrays(columns, schema=stored))
+                summary["rows"] += len(scores)
+                summary["score_sum"] += float(scores.sum())
+                summary["flagged"] += int(np.count_nonzero(scores >= contract.threshold))
+    return summary
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
+
+
+def _predictions_schema(snapshot: pa.Schema, id_column: str, keep: list[str]) -> pa.Schema:
+    """id, label (0/1), score, then the slice keys: text ones dictionary-encoded."""
+    keys = [
+        pa.field(c, pa.dictionary(pa.int32(), pa.string()) if _is_text(t) else t)
+        for c, t in ((c, snapshot.field(c).type) for c in keep)
+    ]
+    return pa.schema(
+        [
+            pa.field(ROW_ID, snapshot.field(id_column).type),
+            pa.field(LABEL, pa.int8()),
+            pa.field(SCORE, pa.float64()),
+            *keys,
+        ]
     )
-    for column in keep:
-        values = pa.chunked_array(kept[column], type=schema.field(column).type)
-        out[column] = _compact(values, categorical=True)
-    return out
 
 
-def _compact(values: pa.ChunkedArray, categorical: bool = False) -> pd.Series:
-    """A column in few bytes per row: text as Arrow strings, or as sorted categories."""
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        return values.to_pandas()
-    if categorical:
-        series = values.combine_chunks().dictionary_encode().to_pandas()
-        return series.cat.reorder_categories(sorted(series.cat.categories))
-    return values.to_pandas(types_mapper=lambda _: pd.StringDtype("pyarrow"))
+def _dictionary(values: pa.Array) -> pa.Array:
+    if not _is_text(values.type):
+        return values
+    return values.cast(pa.string()).dictionary_encode()
 
 
 def slice_key_columns(criteria: Criteria) -> list[str]:
@@ -662,20 +690,19 @@ def champion_predictions(
                 metadata={"digest": facts["digest"], "materialized_by": "gate_verdict"},
             )
         )
-    frame = score_snapshot(criteria, snapshot_id, facts, registry, store)
-    where = store.write_frame(path, frame)
+    summary = score_snapshot(criteria, snapshot_id, facts, registry, store, path)
     context.log_event(
         AssetMaterialization(
             asset_key=AssetKey([model, "predictions"]),
             partition=pair,
             metadata={
-                **_prediction_metadata(frame, criteria),
-                "stored_at": where,
+                **_prediction_metadata(summary),
+                "stored_at": store.location(path),
                 "materialized_by": "gate_verdict (champion side)",
             },
         )
     )
-    return frame
+    return store.read_frame(path, columns=[ROW_ID, SCORE])
 
 
 def point_images(
@@ -873,11 +900,12 @@ def _schema(frame: pd.DataFrame) -> TableSchema:
     return TableSchema(columns=[TableColumn(str(c), str(t)) for c, t in frame.dtypes.items()])
 
 
-def _prediction_metadata(frame: pd.DataFrame, criteria: Criteria) -> dict[str, Any]:
+def _prediction_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    rows = summary["rows"]
     return {
-        "rows": len(frame),
-        "mean_score": float(frame[SCORE].mean()),
-        "predicted_positive_rate": float((frame[SCORE] >= criteria.dataset.threshold).mean()),
+        "rows": rows,
+        "mean_score": summary["score_sum"] / rows if rows else None,
+        "predicted_positive_rate": summary["flagged"] / rows if rows else None,
     }
 
 

@@ -6,7 +6,8 @@ import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,17 +24,30 @@ def copy_file(source: str | Path, path: str | Path) -> Path:
 
 
 def _replace_with(path: str | Path, fill: Callable[[BinaryIO], object]) -> Path:
+    with replacing(path) as temporary, open(temporary, "wb") as handle:
+        fill(handle)
+    return Path(path)
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside `path` to write; when the block ends without error it is synced
+    to disk and replaces `path` whole, and on any error it is removed (readers never see a half
+    file, and a full disk names `path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The writer's pid is in the temporary's name, so a later write can tell an orphan (its
     # writer was killed before the rename) from a concurrent writer's file.
     prefix = f".{path.name}.{os.getpid()}."
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            fill(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -45,7 +59,6 @@ def _replace_with(path: str | Path, fill: Callable[[BinaryIO], object]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     _remove_orphans(path)
-    return path
 
 
 def _remove_orphans(path: Path) -> None:

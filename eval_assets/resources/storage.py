@@ -28,7 +28,7 @@ from dagster_aws.s3 import S3Resource
 from eval_assets.core import atomic
 from eval_assets.core.evaluation import to_json
 
-_ARROW_STRINGS = {
+ARROW_STRINGS = {
     pa.string(): pd.StringDtype("pyarrow"),
     pa.large_string(): pd.StringDtype("pyarrow"),
 }
@@ -65,22 +65,38 @@ class EvaluationStore(ConfigurableResource):
             path.write_bytes(data)
             yield path
 
+    @contextmanager
+    def writing(self, relative: str) -> Iterator[Path]:
+        """A local path to write; the file becomes the one at `relative`, whole, when the block
+        ends without error, and on an error nothing is stored (here: `write_file` afterwards)."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / Path(relative).name
+            yield path
+            self.write_file(relative, path)
+
     def read_frame(self, relative: str, columns: list[str] | None = None) -> pd.DataFrame | None:
-        """A stored table (or some of its columns); text comes back Arrow-backed, compact."""
+        """A stored table (or some of its columns); text comes back Arrow-backed, compact, and
+        dictionary-encoded text as categories in sorted order (whatever each part's order)."""
         with self.local_file(relative) as path:
             if path is None:
                 return None
             table = pq.read_table(path, columns=columns)
             # Columns are freed as they are converted, so a table never sits in memory twice.
-            return table.to_pandas(
-                types_mapper=_ARROW_STRINGS.get, split_blocks=True, self_destruct=True
+            frame = table.to_pandas(
+                types_mapper=ARROW_STRINGS.get, split_blocks=True, self_destruct=True
             )
+        for column in frame.columns:
+            values = frame[column]
+            if isinstance(values.dtype, pd.CategoricalDtype) and not (
+                values.cat.categories.is_monotonic_increasing
+            ):
+                frame[column] = values.cat.reorder_categories(sorted(values.cat.categories))
+        return frame
 
     def write_frame(self, relative: str, frame: pd.DataFrame) -> str:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / Path(relative).name
+        with self.writing(relative) as path:
             frame.to_parquet(path, index=False)
-            return self.write_file(relative, path)
+        return self.location(relative)
 
     def read_json(self, relative: str) -> Any:
         data = self.read(relative)
@@ -109,6 +125,12 @@ class LocalEvaluationStore(EvaluationStore):
 
     def write_file(self, relative: str, source: Path) -> str:
         return str(atomic.copy_file(source, Path(self.root) / relative))
+
+    @contextmanager
+    def writing(self, relative: str) -> Iterator[Path]:
+        # Written beside its final name and renamed into place: no copy.
+        with atomic.replacing(Path(self.root) / relative) as path:
+            yield path
 
     def location(self, relative: str) -> str:
         return str(Path(self.root).resolve() / relative)

@@ -1,4 +1,5 @@
-"""Predictions are held compactly (Arrow ids, categorical slice keys) without changing a number.
+"""Predictions are stored and held compactly (Arrow ids, dictionary / categorical slice keys)
+without changing a number, and stored metrics are reused only when they are still valid.
 
 The compact forms are a memory measure only: slices, fairness groups and the champion's
 alignment must come out exactly as they would from plain text columns.
@@ -6,20 +7,25 @@ alignment must come out exactly as they would from plain text columns.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster import Failure
 
 from eval_assets.assets import (
-    _compact,
+    _dictionary,
+    _predictions_schema,
     aligned_scores,
     fairness_groups,
     metrics_record,
     stored_metrics,
 )
 from eval_assets.core.criteria import load_criteria
+from eval_assets.resources.storage import LocalEvaluationStore
 from eval_assets_tests.support.factories import write_criteria
 
 
@@ -28,22 +34,55 @@ def criteria(tmp_path_factory: pytest.TempPathFactory):
     return load_criteria(write_criteria(tmp_path_factory.mktemp("criteria")))
 
 
-def test_text_slice_keys_become_sorted_categories_with_the_same_values():
-    chunks = [pa.array(["US", "FR", None]), pa.array(["BR", "US"])]
-    compact = _compact(pa.chunked_array(chunks), categorical=True)
-    assert isinstance(compact.dtype, pd.CategoricalDtype)
-    assert list(compact.cat.categories) == ["BR", "FR", "US"]
-    assert compact.astype(object).tolist()[:2] + compact.astype(object).tolist()[3:] == [
+def test_predictions_written_batch_by_batch_read_back_with_sorted_categories(tmp_path):
+    # Each batch dictionary-encodes its own text keys, so the parts' dictionaries differ in
+    # content and order; the reader must still give one sorted set of categories.
+    snapshot = pa.schema([("id", pa.string()), ("country", pa.string()), ("hour", pa.int64())])
+    stored = _predictions_schema(snapshot, "id", ["country", "hour"])
+    batches = [
+        (["t1", "t2", "t3"], ["US", "FR", None], [1, None, 3]),
+        (["t4", "t5"], ["BR", "US"], [4, 5]),
+    ]
+    store = LocalEvaluationStore(root=str(tmp_path))
+    with (
+        store.writing("m/predictions/p.parquet") as handle,
+        pq.ParquetWriter(handle, stored) as writer,
+    ):
+        for ids, countries, hours in batches:
+            columns = [
+                pa.array(ids),
+                pa.array([0] * len(ids), pa.int8()),
+                pa.array([0.5] * len(ids)),
+                _dictionary(pa.array(countries)),
+                _dictionary(pa.array(hours)),
+            ]
+            writer.write_table(pa.Table.from_arrays(columns, schema=stored))
+    frame = store.read_frame("m/predictions/p.parquet")
+    assert frame["row_id"].dtype == pd.StringDtype("pyarrow")
+    assert frame["row_id"].tolist() == ["t1", "t2", "t3", "t4", "t5"]
+    country = frame["country"]
+    assert isinstance(country.dtype, pd.CategoricalDtype)
+    assert list(country.cat.categories) == ["BR", "FR", "US"]
+    assert country.astype(object).where(country.notna(), None).tolist() == [
         "US",
         "FR",
+        None,
         "BR",
         "US",
     ]
-    assert pd.isna(compact.iloc[2])
-    ids = _compact(pa.chunked_array([pa.array(["a", "b"])]))
-    assert ids.dtype == pd.StringDtype("pyarrow")
-    numbers = _compact(pa.chunked_array([pa.array([1, None])]), categorical=True)
-    assert numbers.dtype == np.float64  # as pandas reads a nullable integer column
+    assert frame["hour"].dtype == np.float64  # as pandas reads a nullable integer column
+    assert frame["label"].dtype == np.int8 and frame["score"].dtype == np.float64
+    assert list(Path(tmp_path).rglob("*.tmp")) == []
+
+
+def test_a_failed_write_stores_nothing(tmp_path):
+    store = LocalEvaluationStore(root=str(tmp_path))
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        with store.writing("m/predictions/p.parquet") as path:
+            path.write_bytes(b"PAR1 half a file")
+            raise RuntimeError("scoring failed")
+    assert store.read("m/predictions/p.parquet") is None
+    assert [p for p in Path(tmp_path).rglob("*") if p.is_file()] == []
 
 
 def test_fairness_groups_of_categories_equal_those_of_plain_text(criteria):

@@ -490,13 +490,11 @@ def test_an_unwritable_device_keeps_the_old_file_whole_and_names_the_file(tmp_pa
 
     store = LocalEvaluationStore(root=str(tmp_path))
     store.write_json("model/gate_verdict/v1.json", {"passed": False})
-    real_fdopen = os.fdopen
+    def full_device(file, mode="r", *args, **kwargs):
+        # What `atomic` opens for writing is /dev/full; reads are left alone.
+        return open("/dev/full" if "w" in mode else file, mode, *args, **kwargs)
 
-    def full_device(fd, mode="r", *args, **kwargs):
-        os.close(fd)
-        return real_fdopen(os.open("/dev/full", os.O_WRONLY), mode, *args, **kwargs)
-
-    monkeypatch.setattr(atomic.os, "fdopen", full_device)
+    monkeypatch.setattr(atomic, "open", full_device, raising=False)
     with pytest.raises(OSError, match="No space left on device") as caught:
         store.write_json("model/gate_verdict/v1.json", {"passed": True})
     assert caught.value.filename == str(tmp_path / "model/gate_verdict/v1.json")
