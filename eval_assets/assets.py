@@ -192,7 +192,13 @@ def build_evaluation_assets(
     @asset(
         name="slice_metrics",
         partitions_def=pairs,
-        ins={"predictions": AssetIn(key=key("predictions"))},
+        # Everything but the ids: metrics read labels, scores and slice keys only.
+        ins={
+            "predictions": AssetIn(
+                key=key("predictions"),
+                metadata={"columns": [LABEL, SCORE, *slice_key_columns(criteria)]},
+            )
+        },
         description="Metrics per slice and fairness group (their intervals, paired with the "
         "champion's, come with the verdict).",
         tags=tags,

@@ -208,7 +208,9 @@ class OpenFormatIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> Any:
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = context.asset_key.path
-        frame = self.store.read_frame(output_path(path, partition, ".parquet"))
+        # `AssetIn(metadata={"columns": [...]})` reads only those columns of a table.
+        columns = (context.definition_metadata or {}).get("columns")
+        frame = self.store.read_frame(output_path(path, partition, ".parquet"), columns=columns)
         if frame is not None:
             return frame
         value = self.store.read_json(output_path(path, partition, ".json"))
