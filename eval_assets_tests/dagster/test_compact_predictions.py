@@ -20,11 +20,15 @@ from eval_assets.assets import (
     _dictionary,
     _predictions_schema,
     aligned_scores,
+    evaluate_and_draw,
     fairness_groups,
     metrics_record,
     stored_metrics,
 )
 from eval_assets.core.criteria import load_criteria
+from eval_assets.core.evaluation import evaluate, to_json
+from eval_assets.core.report import confusion_matrices_png, gate_changes_png, roc_pr_curves_png
+from eval_assets.core.slicing import build_slices
 from eval_assets.resources.storage import LocalEvaluationStore
 from eval_assets_tests.support.factories import write_criteria
 
@@ -111,12 +115,10 @@ def test_champion_scores_align_by_position_or_by_id_and_must_cover_every_row():
         aligned_scores(candidate, other)
 
 
-def test_a_stored_metrics_record_is_reused_only_under_the_same_criteria_and_rows(
-    criteria, tmp_path
-):
-    rng = np.random.default_rng(0)
-    n = 400
-    frame = pd.DataFrame(
+def predictions_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """A predictions table as the graph holds it, with every column the criteria read."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
         {
             "row_id": pd.array([f"t{i}" for i in range(n)], dtype="string[pyarrow]"),
             "label": rng.binomial(1, 0.3, n),
@@ -129,6 +131,11 @@ def test_a_stored_metrics_record_is_reused_only_under_the_same_criteria_and_rows
             "customer_age_band": pd.Categorical(rng.choice(["18-25", "65+"], n)),
         }
     )
+
+
+def test_a_stored_metrics_record_is_reused_only_under_the_same_criteria_and_rows(criteria):
+    n = 400
+    frame = predictions_frame(n)
     record = metrics_record(criteria, frame)
     reused = stored_metrics(record, criteria, n)
     assert reused is not None
@@ -142,3 +149,57 @@ def test_a_stored_metrics_record_is_reused_only_under_the_same_criteria_and_rows
     assert stored_metrics(record, criteria, n + 1) is None
     assert stored_metrics({**record, "evaluator_version": "0.0.0"}, criteria, n) is None
     assert stored_metrics(None, criteria, n) is None
+
+
+def test_drawing_beside_the_bootstrap_and_reusing_metrics_change_no_byte(criteria):
+    frame = predictions_frame(3000, seed=1)
+    rng = np.random.default_rng(2)
+    champion = np.clip(frame["score"].to_numpy() + rng.normal(0, 0.1, len(frame)), 0, 1)
+    result, images = evaluate_and_draw(criteria, frame, champion)
+
+    # The same evaluation the plain way: the core on one thread, each plot drawn on its own.
+    slices = build_slices(frame, criteria)
+    groups = fairness_groups(criteria, frame)
+    y, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
+    plain = evaluate(criteria, y, slices, groups, scores, champion)
+    assert to_json(result.verdict.to_dict()) == to_json(plain.verdict.to_dict())
+    pd.testing.assert_frame_equal(result.intervals, plain.intervals, check_exact=True)
+    threshold = criteria.dataset.threshold
+    key_slices = [s for s in criteria.key_slices if s in set(plain.candidate.slices.index)]
+    assert list(images) == ["gate_changes.png", "roc_pr_overall.png", "confusion_matrices.png"]
+    assert images["gate_changes.png"] == gate_changes_png(plain.verdict, criteria)
+    assert images["roc_pr_overall.png"] == roc_pr_curves_png(
+        y, scores, champion, threshold=threshold
+    )
+    assert images["confusion_matrices.png"] == confusion_matrices_png(
+        plain.candidate, plain.champion, [s for s in key_slices if s != "overall"], threshold
+    )
+
+    # Stored records of both models (as `slice_metrics` wrote them) decide the same verdict.
+    stored = [
+        stored_metrics(metrics_record(criteria, frame.assign(score=s)), criteria, len(frame))
+        for s in (scores, champion)
+    ]
+    reused, _ = evaluate_and_draw(
+        criteria, frame, champion, candidate_metrics=stored[0], champion_metrics=stored[1]
+    )
+    assert to_json(reused.verdict.to_dict()) == to_json(plain.verdict.to_dict())
+    pd.testing.assert_frame_equal(reused.intervals, plain.intervals, check_exact=True)
+
+
+def test_an_input_with_columns_metadata_reads_only_those_columns(tmp_path):
+    from dagster import build_input_context
+
+    from eval_assets.resources.storage import OpenFormatIOManager
+
+    store = LocalEvaluationStore(root=str(tmp_path))
+    store.write_frame("m/predictions.parquet", predictions_frame(10))
+    manager = OpenFormatIOManager(store=store)
+    narrow = manager.load_input(
+        build_input_context(
+            asset_key=["m", "predictions"], definition_metadata={"columns": ["label", "score"]}
+        )
+    )
+    assert list(narrow.columns) == ["label", "score"] and len(narrow) == 10
+    whole = manager.load_input(build_input_context(asset_key=["m", "predictions"]))
+    assert "row_id" in whole.columns

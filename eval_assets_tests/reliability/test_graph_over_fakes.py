@@ -490,6 +490,7 @@ def test_an_unwritable_device_keeps_the_old_file_whole_and_names_the_file(tmp_pa
 
     store = LocalEvaluationStore(root=str(tmp_path))
     store.write_json("model/gate_verdict/v1.json", {"passed": False})
+
     def full_device(file, mode="r", *args, **kwargs):
         # What `atomic` opens for writing is /dev/full; reads are left alone.
         return open("/dev/full" if "w" in mode else file, mode, *args, **kwargs)
