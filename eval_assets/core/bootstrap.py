@@ -200,7 +200,11 @@ def _cell_codes(y: np.ndarray, binned: Sequence[_Binned]) -> np.ndarray:
 
 def _workers() -> int:
     """Threads for the slices: the cores this process may use, at most `_MAX_WORKERS`."""
-    return max(1, min(_MAX_WORKERS, len(os.sched_getaffinity(0))))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux (macOS, Windows): every core counts
+        cores = os.cpu_count() or 1
+    return max(1, min(_MAX_WORKERS, cores))
 
 
 def _fraction_bits(n_rows: int) -> int:
