@@ -344,11 +344,17 @@ def group_codes(groups: np.ndarray | pd.Categorical, n_rows: int) -> tuple[np.nd
         if isinstance(groups, pd.Categorical):
             if groups.ndim != 1 or len(groups) != n_rows:
                 raise ValueError(f"groups must be 1-D with {n_rows} rows, got {len(groups)} rows")
-            groups = groups.remove_unused_categories()
-            ranked = sorted(groups.categories)
-            if list(groups.categories) != ranked:
-                groups = groups.reorder_categories(ranked)
-            values, inverse = np.asarray(groups.categories), np.asarray(groups.codes)
+            # Categories some row uses, in sorted order, each row's code renumbered to match:
+            # counting and one lookup, where pandas' remove_unused_categories sorts every code.
+            # Codes are shifted by one so that "missing" (-1) indexes slot 0 (wide: no overflow).
+            shifted = groups.codes.astype(np.intp) + 1
+            n_categories = len(groups.categories)
+            used = np.flatnonzero(np.bincount(shifted, minlength=n_categories + 1)[1:])
+            present = groups.categories[used]
+            ranked = sorted(range(len(used)), key=lambda i: present[i])
+            lookup = np.full(n_categories + 1, -1, dtype=np.intp)
+            lookup[used[ranked] + 1] = np.arange(len(used))
+            values, inverse = np.asarray(present[ranked]), lookup[shifted]
         else:
             groups = np.asarray(groups)
             if groups.ndim != 1 or len(groups) != n_rows:

@@ -308,6 +308,14 @@ def test_groups_as_a_categorical_give_the_very_tables_of_their_values() -> None:
     table_c, disparity_c = fairness_metrics(y, score, categorical, THRESHOLD)
     pd.testing.assert_frame_equal(table, table_c, check_exact=True)
     assert disparity == disparity_c
+    # More categories than an int8 code holds, most unused: codes must not wrap around.
+    many = pd.Categorical(
+        text, categories=[f"unused {i:03d}" for i in range(300)] + sorted(set(text))
+    )
+    assert many.codes.dtype == np.int16
+    table_m, disparity_m = fairness_metrics(y, score, many, THRESHOLD)
+    pd.testing.assert_frame_equal(table, table_m, check_exact=True)
+    assert disparity == disparity_m
     with_missing = pd.Categorical([None, *text[1:]], categories=sorted(set(text)))
     with pytest.raises(ValueError, match="missing values.*row 0"):
         fairness_metrics(y, score, with_missing, THRESHOLD)
