@@ -588,15 +588,21 @@ def test_the_verdict_carries_the_criteria_hash_and_serialises_to_strict_json():
 # --- through the evaluation pipeline ------------------------------------------------------------
 
 
+def synthetic_rows(seed: int, n: int, positive_rate: float, bands: list[str], signals=(0.5, 0.1)):
+    """Rows with an amount and an age band, labels, and one model's scores per signal strength."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"amount": rng.exponential(5000, n), "age_band": rng.choice(bands, n)})
+    y = rng.binomial(1, positive_rate, n)
+    noise = [rng.normal(0, 0.15, n) for _ in signals]
+    scores = [
+        np.clip(positive_rate + s * (y - positive_rate) + e, 0, 1)
+        for s, e in zip(signals, noise, strict=True)
+    ]
+    return frame, y, *scores
+
+
 def test_evaluate_on_synthetic_scores_gives_a_verdict_from_real_metrics():
-    rng = np.random.default_rng(7)
-    n = 4000
-    frame = pd.DataFrame(
-        {"amount": rng.exponential(5000, n), "age_band": rng.choice(["young", "old"], n)}
-    )
-    y = rng.binomial(1, 0.2, n)
-    good = np.clip(0.2 + 0.5 * (y - 0.2) + rng.normal(0, 0.15, n), 0, 1)
-    weak = np.clip(0.2 + 0.1 * (y - 0.2) + rng.normal(0, 0.15, n), 0, 1)
+    frame, y, good, weak = synthetic_rows(7, 4000, 0.2, ["young", "old"])
     gates = criteria(
         absolute(min=0.7),
         change(slices="key"),
@@ -629,15 +635,8 @@ def test_evaluate_on_synthetic_scores_gives_a_verdict_from_real_metrics():
 def test_stored_metrics_read_back_bit_for_bit_and_decide_the_same_verdict():
     # `gate_verdict` reuses the `slice_metrics` record instead of recomputing it: the JSON round
     # trip must give the very tables, NaN (a single-class slice) and empty slices included.
-    rng = np.random.default_rng(3)
-    n = 3000
-    frame = pd.DataFrame(
-        {"amount": rng.exponential(5000, n), "age_band": rng.choice(["a", "b"], n)}
-    )
-    y = rng.binomial(1, 0.1, n)
+    frame, y, good, weak = synthetic_rows(3, 3000, 0.1, ["a", "b"], signals=(0.5, 0.2))
     y[frame["amount"].to_numpy() > 30000] = 0  # a slice with one class: NaN AUC and AP
-    good = np.clip(0.1 + 0.5 * (y - 0.1) + rng.normal(0, 0.15, n), 0, 1)
-    weak = np.clip(0.1 + 0.2 * (y - 0.1) + rng.normal(0, 0.15, n), 0, 1)
     gates = criteria(
         absolute(min=0.7),
         change(slices="all"),
