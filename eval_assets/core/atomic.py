@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
@@ -21,6 +22,10 @@ def copy_file(source: str | Path, path: str | Path) -> Path:
     """Copy `source` to `path`, streamed, with the same all-or-nothing guarantee."""
     with open(source, "rb") as reader:
         return _replace_with(path, lambda handle: shutil.copyfileobj(reader, handle, 1 << 22))
+
+
+# Errors of writing the file itself, which then name it (others keep their own message).
+_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 
 
 def _replace_with(path: str | Path, fill: Callable[[BinaryIO], object]) -> Path:
@@ -51,7 +56,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None and exc.errno is not None:
+        if exc.filename is None and exc.errno in _WRITE_ERRORS:
             # A full disk says "No space left on device" without saying where: name the file.
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
