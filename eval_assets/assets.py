@@ -459,11 +459,7 @@ def score_snapshot(
     source = output_path([criteria.model, "data_snapshot"], snapshot_id, ".parquet")
     keep = slice_key_columns(criteria)
     summary = {"rows": 0, "score_sum": 0.0, "flagged": 0}
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        store.local_file(source) as parquet,
-        store.writing(destination) as written,
-    ):
+    with tempfile.TemporaryDirectory() as folder, store.local_file(source) as parquet:
         if parquet is None:
             raise Failure(f"data_snapshot {snapshot_id} is not materialized ({source})")
         local = registry.download(facts["model"], facts["version"], Path(folder))
@@ -492,7 +488,11 @@ def score_snapshot(
         stored = _predictions_schema(schema, contract.id_column, keep)
         # Ids are unique: a dictionary for them would only be tried and dropped.
         encoded = [name for name in stored.names if name != ROW_ID]
-        with pq.ParquetWriter(written, stored, use_dictionary=encoded) as writer:
+        # Only the writing is inside `writing`: an error there (a full disk) names this file.
+        with (
+            store.writing(destination) as written,
+            pq.ParquetWriter(written, stored, use_dictionary=encoded) as writer,
+        ):
             for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read):
                 frame = batch.select(model_columns).to_pandas()
                 if contract.id_column not in frame.columns:  # it names rows in score errors
