@@ -67,6 +67,7 @@ from eval_assets.partitions import (
     SNAPSHOT_DIM,
     evaluation_partitions,
     model_version_partitions,
+    pair_partition,
     parse_version_key,
     snapshot_partitions,
     version_key,
@@ -272,11 +273,10 @@ def build_evaluation_assets(
             if in_order:
                 # The champion's own evaluation on these rows, in this order, has its point
                 # metrics already (in another order, sums could differ in the last bit).
+                pair = pair_partition(champion_key, snapshot_id)
                 champion_metrics = stored_metrics(
                     evaluation_store.read_json(
-                        output_path(
-                            [model, "slice_metrics"], f"{champion_key}|{snapshot_id}", ".json"
-                        )
+                        output_path([model, "slice_metrics"], pair, ".json")
                     ),
                     criteria,
                     len(predictions),
@@ -673,7 +673,7 @@ def champion_predictions(
 ) -> pd.DataFrame:
     """The champion's stored predictions on this snapshot, materialized here when missing."""
     model = criteria.model
-    pair = f"{champion_key}|{snapshot_id}"
+    pair = pair_partition(champion_key, snapshot_id)
     path = output_path([model, "predictions"], pair, ".parquet")
     frame = store.read_frame(path, columns=[ROW_ID, SCORE])
     if frame is not None:
@@ -840,7 +840,7 @@ def verdict_record(
         "git_commit": commit,
         "champion_version": champion_version,
         "champion_partition": (
-            f"{version_key(criteria.model, champion_version)}|{snapshot.snapshot_id}"
+            pair_partition(version_key(criteria.model, champion_version), snapshot.snapshot_id)
             if champion_version
             else None
         ),

@@ -52,6 +52,11 @@ def evaluation_key(version: str, snapshot: str) -> MultiPartitionKey:
     return MultiPartitionKey({MODEL_DIM: version, SNAPSHOT_DIM: snapshot})
 
 
+def pair_partition(version: str, snapshot: str) -> str:
+    """The (model version, snapshot) partition key as text, as Dagster writes it: ``v|s``."""
+    return str(evaluation_key(version, snapshot))
+
+
 def check_key(key: str) -> str:
     """A partition key must be readable and must not contain Dagster's reserved characters."""
     if not _SAFE.match(key):
