@@ -118,84 +118,173 @@ def paired_bootstrap(
     if champion is not None:
         models.append(validate_inputs(y, champion)[1])
     threshold = validate_threshold(threshold)
-
-    rows: list[dict[str, object]] = []
     if point_metrics is None:
         point_metrics = [slice_metrics(y, scores, slices, threshold) for scores in models]
-    if len(point_metrics) != len(models) or any(len(t) != len(slices) for t in point_metrics):
-        raise ValueError("point_metrics must hold one table per model with one row per slice")
-    exact = [table[list(METRIC_NAMES)].to_numpy(dtype=np.float64) for table in point_metrics]
-    binned = [_Binned.of(scores, y, config.bins, threshold) for scores in models]
-    cell_of_row = _cell_codes(y, binned)
-    losses = [row_losses(y, scores) for scores in models]
-    fraction_bits = _fraction_bits(len(y))
+    binned = [Binning.of(scores, y, config.bins, threshold) for scores in models]
+    groups = {name: group_codes(values, len(y)) for name, values in (fairness or {}).items()}
+    cells = PairedCells(
+        binned, [s.name for s in slices], {name: len(v) for name, (v, _) in groups.items()}
+    )
+    cells.add(
+        y,
+        models,
+        [np.asarray(s.mask).astype(bool, copy=False) for s in slices],
+        {name: inverse for name, (_, inverse) in groups.items()},
+    )
+    return cells.intervals(point_metrics, config)
 
-    def one_slice(slice_: Slice) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        return _slice_statistics(slice_, cell_of_row, binned, losses, fraction_bits, config)
 
-    def one_attribute(
-        name: str, groups: np.ndarray | pd.Categorical
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        values, inverse = group_codes(groups, len(y))
-        # Fairness cells keep every row's group, label and decision, so the unresampled cell
-        # statistics are the exact disparities of `fairness_metrics`.
-        return _fairness_statistics(name, inverse, len(values), y, models, threshold, config)
+def edge_levels(bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile levels of the positives' and of the negatives' scores that make the bin edges.
 
-    attributes = [(f"fairness:{a}", groups) for a, groups in (fairness or {}).items()]
-    # Slices draw from their own streams, so they can run in any order on any thread and give
-    # the same intervals; numpy releases the GIL in the Poisson draws and the array work.
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        slice_results = pool.map(one_slice, slices)
-        attribute_results = pool.map(lambda item: one_attribute(*item), attributes)
-        for i, (slice_, (boot, binned_points)) in enumerate(
-            zip(slices, slice_results, strict=True)
-        ):
-            points = [table[i] for table in exact]
-            rows += _interval_rows(slice_.name, METRIC_NAMES, points, boot, binned_points, config)
-        for (name, _), (boot, points) in zip(attributes, attribute_results, strict=True):
-            rows += _interval_rows(name, FAIRNESS_METRICS, points, boot, points, config)
-
-    frame = pd.DataFrame(rows, columns=pd.Index(["slice", "metric", *INTERVAL_COLUMNS]))
-    return frame.astype({c: np.float64 for c in INTERVAL_COLUMNS})
+    AUC and AP are decided where the positives are, AP mostly at the top: three quarters of the
+    edges are positive-score quantiles, spaced more finely towards the top.
+    """
+    n_positive_edges = max(bins * 3 // 4, 1)
+    levels = np.linspace(0.0, 1.0, n_positive_edges + 1)[1:-1]
+    negative = np.linspace(0.0, 1.0, max(bins - n_positive_edges, 1) + 1)[1:-1]
+    return 1.0 - (1.0 - levels) ** 1.5, negative
 
 
 @dataclass(frozen=True)
-class _Binned:
-    """One model's scores as bin indices, with the first bin at or above the threshold."""
+class Binning:
+    """One model's bin edges; the first bin at or above the threshold is `threshold_bin`."""
 
-    bin_of_row: np.ndarray
-    n_bins: int
+    edges: np.ndarray
     threshold_bin: int
 
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) + 1
+
     @classmethod
-    def of(cls, scores: np.ndarray, y: np.ndarray, bins: int, threshold: float) -> _Binned:
+    def of(cls, scores: np.ndarray, y: np.ndarray, bins: int, threshold: float) -> Binning:
+        """Edges from the scores themselves (all rows in memory)."""
         positive = y.astype(bool)
-        n_positive_edges = max(bins * 3 // 4, 1)
-        # AUC and AP are decided where the positives are, AP mostly at the top: three quarters of
-        # the edges are positive-score quantiles, spaced more finely towards the top.
-        levels = np.linspace(0.0, 1.0, n_positive_edges + 1)[1:-1]
-        edges = [np.array([threshold])]
-        if positive.any():
-            edges.append(np.quantile(scores[positive], 1.0 - (1.0 - levels) ** 1.5))
-        if not positive.all():
-            levels = np.linspace(0.0, 1.0, max(bins - n_positive_edges, 1) + 1)[1:-1]
-            edges.append(np.quantile(scores[~positive], levels))
-        edge = np.unique(np.concatenate(edges))
+        positive_levels, negative_levels = edge_levels(bins)
+        quantiles = [
+            np.quantile(scores[positive], positive_levels) if positive.any() else np.empty(0),
+            np.quantile(scores[~positive], negative_levels) if not positive.all() else np.empty(0),
+        ]
+        return cls.from_quantiles(*quantiles, threshold=threshold)
+
+    @classmethod
+    def from_quantiles(
+        cls, positive: np.ndarray, negative: np.ndarray, *, threshold: float
+    ) -> Binning:
+        """Edges from score quantiles at `edge_levels` (empty where a class has no rows)."""
+        edge = np.unique(np.concatenate([[threshold], positive, negative]))
         # A row's bin is the number of edges at or below its score, so "score >= threshold" is
         # exactly "bin >= threshold_bin".
-        bin_of_row = np.searchsorted(edge, scores, side="right").astype(np.int32)
-        threshold_bin = int(np.searchsorted(edge, threshold, side="left")) + 1
-        return cls(bin_of_row, len(edge) + 1, threshold_bin)
+        return cls(edge, int(np.searchsorted(edge, threshold, side="left")) + 1)
+
+    def bins_of(self, scores: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.edges, scores, side="right").astype(np.int32)
 
 
-def _cell_codes(y: np.ndarray, binned: Sequence[_Binned]) -> np.ndarray:
-    """Each row's cell: label, then candidate bin, then champion bin (row-major)."""
-    n_cells = 2 * int(np.prod([m.n_bins for m in binned]))
-    # Four bytes a row instead of eight whenever the cells fit, which they do at any sane `bins`.
-    code = y.astype(np.int32 if n_cells < 2**31 else np.int64)
-    for model in binned:
-        code = code * model.n_bins + model.bin_of_row
-    return code
+class PairedCells:
+    """The bootstrap's count tables, summed over row batches: per slice, rows per cell (label,
+    candidate bin, champion bin) with their loss totals; per fairness attribute, rows per cell
+    (group, label, candidate decision, champion decision)."""
+
+    def __init__(
+        self, binned: Sequence[Binning], slice_names: Sequence[str], groups: Mapping[str, int]
+    ) -> None:
+        self.binned = list(binned)
+        self.slice_names = list(slice_names)
+        self.groups = dict(groups)
+        self.rows = 0
+        self.n_cells = 2 * int(np.prod([m.n_bins for m in self.binned]))
+        n_slices, n_models = len(self.slice_names), len(self.binned)
+        self.occupancy = np.zeros((n_slices, self.n_cells), dtype=np.int64)
+        # Per slice, model and loss (log loss, squared error): the loss total per cell.
+        self.loss_totals = np.zeros((n_slices, n_models, 2, self.n_cells))
+        self.fairness = {
+            name: np.zeros(n * 2 ** (1 + n_models), dtype=np.int64) for name, n in groups.items()
+        }
+
+    def add(
+        self,
+        y: np.ndarray,
+        models: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray] | np.ndarray,
+        group_codes: Mapping[str, np.ndarray],
+    ) -> None:
+        """Count one batch: labels, each model's scores, each slice's row mask (a sequence, or
+        the columns of a rows x slices array), and each fairness attribute's group index."""
+        y = np.asarray(y).astype(np.int8, copy=False)
+        threshold = [m.edges[m.threshold_bin - 1] for m in self.binned]
+        # Each row's cell: label, then candidate bin, then champion bin (row-major); four bytes a
+        # row instead of eight whenever the cells fit, which they do at any sane `bins`.
+        code = y.astype(np.int32 if self.n_cells < 2**31 else np.int64)
+        for model, scores in zip(self.binned, models, strict=True):
+            code = code * model.n_bins + model.bins_of(scores)
+        losses = [row_losses(y, scores) for scores in models]
+        if isinstance(masks, np.ndarray):
+            masks = [masks[:, j] for j in range(masks.shape[1])]
+        for j, mask in enumerate(masks):
+            # A boolean selection, no index array; the whole-data slice is not copied at all.
+            select = slice(None) if mask.all() else mask
+            codes = code[select]
+            if len(codes) == 0:
+                continue
+            self.occupancy[j] += np.bincount(codes, minlength=self.n_cells)
+            for m, pair in enumerate(losses):
+                for k, per_row in enumerate(pair):
+                    self.loss_totals[j, m, k] += np.bincount(
+                        codes, weights=per_row[select], minlength=self.n_cells
+                    )
+        for name, inverse in group_codes.items():
+            fair = inverse.astype(np.int64) * 2 + y
+            for scores, cut in zip(models, threshold, strict=True):
+                fair = fair * 2 + (scores >= cut)
+            self.fairness[name] += np.bincount(fair, minlength=len(self.fairness[name]))
+        self.rows += len(y)
+
+    def intervals(
+        self, point_metrics: Sequence[pd.DataFrame], config: BootstrapConfig
+    ) -> pd.DataFrame:
+        """Resample every table; intervals around the exact `point_metrics` (one table per
+        model, one row per slice, in slice order)."""
+        if len(point_metrics) != len(self.binned) or any(
+            len(t) != len(self.slice_names) for t in point_metrics
+        ):
+            raise ValueError("point_metrics must hold one table per model with one row per slice")
+        exact = [table[list(METRIC_NAMES)].to_numpy(dtype=np.float64) for table in point_metrics]
+        fraction_bits = _fraction_bits(self.rows)
+
+        def one_slice(j: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            return _slice_statistics(
+                self.slice_names[j],
+                self.occupancy[j],
+                self.loss_totals[j],
+                self.binned,
+                fraction_bits,
+                config,
+            )
+
+        def one_attribute(name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+            return _fairness_statistics(
+                f"fairness:{name}", self.fairness[name], self.groups[name], len(self.binned), config
+            )
+
+        rows: list[dict[str, object]] = []
+        # Slices draw from their own streams, so they can run in any order on any thread and
+        # give the same intervals; numpy releases the GIL in the Poisson draws and the array work.
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            slice_results = pool.map(one_slice, range(len(self.slice_names)))
+            attribute_results = pool.map(one_attribute, self.groups)
+            for j, (boot, binned_points) in enumerate(slice_results):
+                points = [table[j] for table in exact]
+                rows += _interval_rows(
+                    self.slice_names[j], METRIC_NAMES, points, boot, binned_points, config
+                )
+            for name, (boot, points) in zip(self.groups, attribute_results, strict=True):
+                rows += _interval_rows(
+                    f"fairness:{name}", FAIRNESS_METRICS, points, boot, points, config
+                )
+        frame = pd.DataFrame(rows, columns=pd.Index(["slice", "metric", *INTERVAL_COLUMNS]))
+        return frame.astype({c: np.float64 for c in INTERVAL_COLUMNS})
 
 
 def _workers() -> int:
@@ -232,25 +321,19 @@ def _poisson_chunks(
 
 
 def _slice_statistics(
-    slice_: Slice,
-    cell_of_row: np.ndarray,
-    binned: Sequence[_Binned],
-    losses: Sequence[tuple[np.ndarray, np.ndarray]],
+    name: str,
+    occupancy: np.ndarray,
+    loss_totals: np.ndarray,
+    binned: Sequence[Binning],
     fraction_bits: int,
     config: BootstrapConfig,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per model: resampled metrics (resamples x metrics) and the unresampled binned metrics."""
-    mask = np.asarray(slice_.mask).astype(bool, copy=False)
     n_models = len(binned)
-    empty = np.full((config.n_resamples, len(METRIC_NAMES)), np.nan)
-    if not mask.any():
-        return [empty] * n_models, [empty[0]] * n_models
-    n_cells = int(np.prod([m.n_bins for m in binned])) * 2
-    # A boolean selection, no index array; the whole-data slice is not copied at all.
-    select = slice(None) if mask.all() else mask
-    codes = cell_of_row[select]
-    occupancy = np.bincount(codes, minlength=n_cells)
     cells = np.flatnonzero(occupancy)
+    if len(cells) == 0:
+        empty = np.full((config.n_resamples, len(METRIC_NAMES)), np.nan)
+        return [empty] * n_models, [empty[0]] * n_models
     counts = occupancy[cells]
     # Decode cells back to (label, bin per model).
     remainder = cells.copy()
@@ -259,15 +342,12 @@ def _slice_statistics(
         cell_bins.insert(0, remainder % model.n_bins)
         remainder //= model.n_bins
     cell_label = remainder
-    mean_losses = []
-    for log_loss, squared in losses:
-        fixed = []
-        for per_row in (log_loss, squared):
-            total = np.bincount(codes, weights=per_row[select], minlength=n_cells)[cells]
-            fixed.append(np.rint(np.ldexp(total / counts, fraction_bits)).astype(np.int64))
-        mean_losses.append(np.stack(fixed, axis=1))
+    mean_losses = [
+        np.rint(np.ldexp(totals[:, cells] / counts, fraction_bits)).astype(np.int64).T
+        for totals in loss_totals
+    ]
 
-    rng = _stream(config.seed, slice_.name)
+    rng = _stream(config.seed, name)
     chunks = _poisson_chunks(rng, counts, config.n_resamples)
     boot = []
     points = []
@@ -337,30 +417,20 @@ def _binned_metrics(
 
 
 def _fairness_statistics(
-    name: str,
-    inverse: np.ndarray,
-    n_groups: int,
-    y: np.ndarray,
-    models: Sequence[np.ndarray],
-    threshold: float,
-    config: BootstrapConfig,
+    name: str, occupancy: np.ndarray, n_groups: int, n_models: int, config: BootstrapConfig
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per model: resampled disparities (resamples x 3) and the unresampled ones."""
-    code = inverse.astype(np.int64) * 2 + y
-    for scores in models:
-        code = code * 2 + (scores >= threshold)
-    n_cells = n_groups * 2 ** (1 + len(models))
-    occupancy = np.bincount(code, minlength=n_cells)
+    """Per model: resampled disparities (resamples x 3) and the unresampled ones.
+
+    Fairness cells keep every row's group, label and decision, so the unresampled cell
+    statistics are the exact disparities of `fairness_metrics`."""
     cells = np.flatnonzero(occupancy)
     counts = occupancy[cells]
     chunks = _poisson_chunks(_stream(config.seed, name), counts, config.n_resamples)
     boot = []
     points = []
-    for m in range(len(models)):
-        boot.append(
-            np.concatenate([_disparities(w, cells, n_groups, m, len(models)) for w in chunks])
-        )
-        points.append(_disparities(counts[None, :], cells, n_groups, m, len(models))[0])
+    for m in range(n_models):
+        boot.append(np.concatenate([_disparities(w, cells, n_groups, m, n_models) for w in chunks]))
+        points.append(_disparities(counts[None, :], cells, n_groups, m, n_models)[0])
     return boot, points
 
 

@@ -50,10 +50,22 @@ def model_metrics(
     threshold: float,
 ) -> ModelMetrics:
     """Per-slice metrics and per-attribute fairness metrics of one model's scores."""
-    table = slice_metrics(y, scores, slices, threshold).set_index("slice")
+    table = slice_metrics(y, scores, slices, threshold)
+    return assemble_metrics(
+        table,
+        {
+            attribute: fairness_metrics(y, scores, groups, threshold)
+            for attribute, groups in fairness.items()
+        },
+    )
+
+
+def assemble_metrics(
+    table: pd.DataFrame, fairness: Mapping[str, tuple[pd.DataFrame, dict[str, float]]]
+) -> ModelMetrics:
+    """`ModelMetrics` from the slice table and each attribute's (groups table, disparities)."""
     group_tables, disparity_rows = [], []
-    for attribute, groups in fairness.items():
-        groups_table, disparities = fairness_metrics(y, scores, groups, threshold)
+    for attribute, (groups_table, disparities) in fairness.items():
         group_tables.append(groups_table.assign(attribute=attribute))
         disparity_rows += [
             {"attribute": attribute, "metric": metric, "value": value}
@@ -65,7 +77,7 @@ def model_metrics(
         else pd.DataFrame(columns=["attribute", "group", "support", "positives"])
     )
     disparity_frame = pd.DataFrame(disparity_rows, columns=["attribute", "metric", "value"])
-    return ModelMetrics(table, group_frame, disparity_frame)
+    return ModelMetrics(table.set_index("slice"), group_frame, disparity_frame)
 
 
 def evaluate(

@@ -224,7 +224,17 @@ def fairness_metrics(
     y, score = validate_inputs(y, score)
     values, inverse = group_codes(groups, len(y))
     predicted = score >= validate_threshold(threshold)
-    support, positives, selected, tp = group_counts(inverse, len(values), y, predicted)
+    return fairness_from_counts(values, *group_counts(inverse, len(values), y, predicted))
+
+
+def fairness_from_counts(
+    values: np.ndarray,
+    support: np.ndarray,
+    positives: np.ndarray,
+    selected: np.ndarray,
+    tp: np.ndarray,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """`fairness_metrics` from per-group counts (groups in `values` order)."""
     negatives = support - positives
     selection_rate = selected / support
     tpr = _ratio(tp, positives)

@@ -161,23 +161,43 @@ def roc_pr_curves_png(
 ) -> bytes:
     """ROC and precision-recall curves side by side, candidate and champion overlaid."""
     y, candidate_scores = validate_inputs(y, candidate_scores)
-    models = [("candidate", candidate_scores, CANDIDATE_COLOUR, "-")]
+    models = [("candidate", candidate_scores)]
     if champion_scores is not None:
-        champion_scores = validate_inputs(y, champion_scores)[1]
-        models.append(("champion", champion_scores, CHAMPION_COLOUR, "--"))
+        models.append(("champion", validate_inputs(y, champion_scores)[1]))
     if slice_mask is not None:
         slice_mask = np.asarray(slice_mask, dtype=bool)
         if slice_mask.shape != y.shape:
             raise ValueError(f"slice_mask has shape {slice_mask.shape}, labels {y.shape}")
         y = y[slice_mask]
-        models = [(name, s[slice_mask], c, ls) for name, s, c, ls in models]
+        models = [(name, s[slice_mask]) for name, s in models]
     n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
+    drawn = []
+    for name, scores in models:
+        curve = _curves(y, scores) if n_pos and n_pos < len(y) else {}
+        point = None
+        if threshold is not None:
+            flagged = scores >= threshold
+            tp = int(np.count_nonzero(flagged & (y == 1)))
+            point = (tp, int(np.count_nonzero(flagged)) - tp)
+        drawn.append((name, curve, point))
+    return roc_pr_png(drawn, n_pos, len(y) - n_pos, title, threshold)
 
+
+def roc_pr_png(
+    curves: Sequence[tuple[str, Mapping[str, object], tuple[int, int] | None]],
+    n_pos: int,
+    n_neg: int,
+    title: str = OVERALL,
+    threshold: float | None = None,
+) -> bytes:
+    """`roc_pr_curves_png` from curves already computed: per model (candidate first), its name,
+    its `_curves`-style vertices with "auc" and "ap", and its (tp, fp) at the threshold."""
+    styles = {"candidate": (CANDIDATE_COLOUR, "-"), "champion": (CHAMPION_COLOUR, "--")}
     fig = Figure(figsize=(11.0, 4.8))
     roc_ax, pr_ax = fig.subplots(1, 2)
     fig.suptitle(
-        f"ROC and precision-recall: {_short(title, 60)} ({len(y):,} rows, {n_pos:,} positives)",
+        f"ROC and precision-recall: {_short(title, 60)} "
+        f"({n_pos + n_neg:,} rows, {n_pos:,} positives)",
         fontsize=11,
     )
     roc_ax.set(
@@ -208,7 +228,7 @@ def roc_pr_curves_png(
         return _png(fig)
 
     roc_ax.plot([0, 1], [0, 1], color="#aaaaaa", linewidth=0.8, linestyle=":", label="chance")
-    prevalence = n_pos / len(y)
+    prevalence = n_pos / (n_pos + n_neg)
     pr_ax.axhline(
         prevalence,
         color="#aaaaaa",
@@ -216,8 +236,8 @@ def roc_pr_curves_png(
         linestyle=":",
         label=f"prevalence {prevalence:.3g}",
     )
-    for name, scores, colour, style in models:
-        curve = _curves(y, scores)
+    for name, curve, point in curves:
+        colour, style = styles[name]
         roc_ax.plot(
             curve["fpr"],
             curve["tpr"],
@@ -235,10 +255,8 @@ def roc_pr_curves_png(
             linewidth=1.6,
             label=f"{name} (AP {curve['ap']:.4f})",
         )
-        if threshold is not None:
-            flagged = scores >= threshold
-            tp = int(np.count_nonzero(flagged & (y == 1)))
-            fp = int(np.count_nonzero(flagged)) - tp
+        if point is not None:
+            tp, fp = point
             roc_ax.plot(fp / n_neg, tp / n_pos, "o", color=colour, markersize=5)
             if tp + fp:
                 pr_ax.plot(tp / n_pos, tp / (tp + fp), "o", color=colour, markersize=5)
@@ -266,8 +284,8 @@ def _curves(y: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray | float]:
     recall = np.r_[0.0, tps / n_pos]
     precision = tps / (tps + fps)
     precision = np.r_[precision[0], precision]
-    roc_keep = _thin(fpr, tpr)
-    pr_keep = _thin(recall, precision)
+    roc_keep = thin_curve(fpr, tpr)
+    pr_keep = thin_curve(recall, precision)
     return {
         "fpr": fpr[roc_keep],
         "tpr": tpr[roc_keep],
@@ -278,7 +296,7 @@ def _curves(y: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray | float]:
     }
 
 
-def _thin(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def thin_curve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Indices of the vertices that move to another cell of a fine grid (first and last kept)."""
     cell = np.floor(x * _CURVE_RESOLUTION) * (_CURVE_RESOLUTION + 1) + np.floor(
         y * _CURVE_RESOLUTION

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,22 +35,140 @@ class Slice:
         return int(np.count_nonzero(self.mask))
 
 
-def build_slices(frame: pd.DataFrame, criteria: Criteria) -> list[Slice]:
-    """The overall slice, then each declared slice; value slices expand to ``column=value``."""
+@dataclass(frozen=True)
+class SlicePlan:
+    """The slices and fairness groups of one dataset, fixed before its rows are read in batches.
+
+    Value slices and fairness groups depend on which values occur anywhere in the data, so they
+    are found first (`plan_slices`, one pass over the few columns they read); each batch then
+    maps to the same slice numbering (`members`) and group numbering (`group_codes`).
+    """
+
+    criteria: Criteria
+    values: dict[str, pd.Index]
+    groups: dict[str, np.ndarray]
+
+    @property
+    def slices(self) -> list[tuple[str, bool, str]]:
+        """(name, key, kind) of every slice, in table order."""
+        from eval_assets.core.criteria import PredicateSlice
+
+        out = [(OVERALL, True, "overall")]
+        for spec in self.criteria.slices:
+            if isinstance(spec, PredicateSlice):
+                out.append((spec.name, spec.key, "predicate"))
+            else:
+                out += [
+                    (f"{spec.by}={value_text(v)}", spec.key, "value") for v in self.values[spec.by]
+                ]
+        return out
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.slices]
+
+    def members(self, frame: pd.DataFrame) -> np.ndarray:
+        """Rows x slices boolean membership (column-major: one slice's rows are contiguous)."""
+        from eval_assets.core.criteria import PredicateSlice
+
+        out = np.empty((len(frame), len(self.slices)), dtype=bool, order="F")
+        out[:, 0] = True
+        j = 1
+        for spec in self.criteria.slices:
+            if isinstance(spec, PredicateSlice):
+                out[:, j] = evaluate_predicate(parse_predicate(spec.where), frame)
+                j += 1
+                continue
+            values = self.values[spec.by]
+            codes = _codes_in(frame[spec.by], values)
+            for code in range(len(values)):
+                np.equal(codes, code, out=out[:, j])
+                j += 1
+        return out
+
+    def group_codes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each fairness attribute's group per row, as an index into `groups[attribute]`."""
+        codes = {}
+        for attribute, groups in fairness_groups(self.criteria, frame).items():
+            known = pd.Index(self.groups[attribute])
+            code = _codes_in(pd.Series(groups), known)
+            if (code < 0).any():
+                raise ValueError(f"{attribute}: a group seen in no planning pass")
+            codes[attribute] = code
+        return codes
+
+
+def plan_slices(criteria: Criteria, frames: Iterable[pd.DataFrame]) -> SlicePlan:
+    """The slice plan of a dataset read as `frames` (only value-slice and fairness columns are
+    needed): value slices in sorted value order, fairness groups sorted, as `build_slices` and
+    `metrics.group_codes` order them for the whole column at once."""
     from eval_assets.core.criteria import PredicateSlice
 
-    slices = [Slice(OVERALL, np.ones(len(frame), dtype=bool), key=True, kind="overall")]
-    for spec in criteria.slices:
-        if isinstance(spec, PredicateSlice):
-            mask = evaluate_predicate(parse_predicate(spec.where), frame)
-            slices.append(Slice(spec.name, mask, key=spec.key, kind="predicate"))
-            continue
-        column = frame[spec.by]
-        codes, uniques = pd.factorize(column, sort=True)
-        for code, value in enumerate(uniques):
-            name = f"{spec.by}={value_text(value)}"
-            slices.append(Slice(name, codes == code, key=spec.key, kind="value"))
-    return slices
+    by = list(dict.fromkeys(s.by for s in criteria.slices if not isinstance(s, PredicateSlice)))
+    seen: dict[str, list[np.ndarray]] = {column: [] for column in by}
+    groups: dict[str, set[str]] = {attribute: set() for attribute in criteria.fairness}
+    for frame in frames:
+        for column in by:
+            seen[column].append(np.asarray(_distinct(frame[column].array)))
+        for attribute, values in fairness_groups(criteria, frame).items():
+            groups[attribute].update(_distinct(values))
+    values = {}
+    for column, parts in seen.items():
+        together = np.concatenate(parts) if parts else np.array([], dtype=object)
+        values[column] = pd.Index(pd.factorize(together, sort=True)[1])
+    return SlicePlan(
+        criteria,
+        values,
+        {a: np.asarray(sorted(g), dtype=object) for a, g in groups.items()},
+    )
+
+
+def build_slices(frame: pd.DataFrame, criteria: Criteria) -> list[Slice]:
+    """The overall slice, then each declared slice; value slices expand to ``column=value``."""
+    plan = plan_slices(criteria, [frame])
+    members = plan.members(frame)
+    return [
+        Slice(name, members[:, j], key=key, kind=kind)
+        for j, (name, key, kind) in enumerate(plan.slices)
+    ]
+
+
+def fairness_groups(criteria: Criteria, frame: pd.DataFrame) -> dict[str, Any]:
+    """Each fairness attribute's group per row, as text; a missing text value is the group "None",
+    as `astype(str)` names it. Text kept as categories stays a Categorical (codes, not a string
+    per row), which the core reads exactly as it would read the strings."""
+    groups: dict[str, Any] = {}
+    for attribute in criteria.fairness:
+        column = frame[attribute]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            values = column.array.rename_categories(column.cat.categories.astype(str))
+            if values.isna().any():
+                if "None" not in values.categories:
+                    values = values.add_categories(["None"])
+                values = values.fillna("None")
+            groups[attribute] = values
+        else:
+            groups[attribute] = column.astype(str).to_numpy()
+    return groups
+
+
+def _distinct(values: Any) -> Any:
+    """The distinct values of a column part (a Categorical's from its codes, no hashing)."""
+    if isinstance(values, pd.Categorical):
+        used = np.bincount(values.codes + 1, minlength=len(values.categories) + 1)[1:]
+        return values.categories[np.flatnonzero(used)]
+    return pd.unique(pd.Series(values))
+
+
+def _codes_in(column: pd.Series | pd.Categorical, values: pd.Index) -> np.ndarray:
+    """Each row's position in `values` (-1 for a missing value or one not in `values`)."""
+    if isinstance(column, pd.Series):
+        column = column.array
+    if isinstance(column, pd.Categorical):
+        # Look the few categories up, then rows by code; -1 (missing) stays -1.
+        lookup = np.append(values.get_indexer(column.categories), -1)
+        return lookup[column.codes]
+    return values.get_indexer(column)
 
 
 def value_text(value: object) -> str:
