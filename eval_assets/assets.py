@@ -40,18 +40,12 @@ from dagster import (
 
 from eval_assets.core import EVALUATOR_VERSION
 from eval_assets.core.audit import build_audit_record, lock_file_sha256, render_audit_record
+from eval_assets.core.bootstrap import Binning, BootstrapConfig, PairedCells
 from eval_assets.core.contract import positive_labels, validate_dataset, validate_scores
 from eval_assets.core.criteria import Criteria, PredicateSlice
 from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
-from eval_assets.core.evaluation import (
-    Evaluation,
-    evaluate,
-    metrics_from_json,
-    metrics_json,
-    model_metrics,
-    to_json,
-)
-from eval_assets.core.gating import GateVerdict, ModelMetrics
+from eval_assets.core.evaluation import Evaluation, metrics_from_json, metrics_json, to_json
+from eval_assets.core.gating import GateVerdict, decide
 from eval_assets.core.metrics import METRIC_NAMES
 from eval_assets.core.models import PREDICT_BATCH_ROWS, ModelLoadError, load_model
 from eval_assets.core.predicates import parse_predicate, predicate_columns
@@ -60,9 +54,10 @@ from eval_assets.core.report import (
     confusion_matrices_png,
     gate_changes_png,
     html_report,
-    roc_pr_curves_png,
+    roc_pr_png,
 )
-from eval_assets.core.slicing import build_slices
+from eval_assets.core.slicing import OVERALL
+from eval_assets.core.streamed import SortedSummary, streamed_metrics
 from eval_assets.partitions import (
     SNAPSHOT_DIM,
     evaluation_partitions,
@@ -72,6 +67,18 @@ from eval_assets.partitions import (
     snapshot_partitions,
     version_key,
 )
+from eval_assets.prediction_files import (
+    LABEL,
+    ROW_ID,
+    SCORE,
+    champion_scores,
+    frames,
+    paired_batches,
+    rows_in,
+    same_rows_in_order,
+    score_batches,
+    slice_plan,
+)
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import ModelRegistry
 from eval_assets.resources.snapshots import DATA_FILE, SnapshotInfo, SnapshotStore
@@ -79,7 +86,6 @@ from eval_assets.resources.storage import ARROW_STRINGS, EvaluationStore, output
 
 DIGEST_TAG = "eval_assets.artifact_sha256"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LABEL, SCORE, ROW_ID = "label", "score", "row_id"
 
 
 def build_evaluation_assets(
@@ -193,22 +199,22 @@ def build_evaluation_assets(
     @asset(
         name="slice_metrics",
         partitions_def=pairs,
-        # Everything but the ids: metrics read labels, scores and slice keys only.
-        ins={
-            "predictions": AssetIn(
-                key=key("predictions"),
-                metadata={"columns": [LABEL, SCORE, *slice_key_columns(criteria)]},
-            )
-        },
-        description="Metrics per slice and fairness group (their intervals, paired with the "
-        "champion's, come with the verdict).",
+        # Read in batches from the stored file, not loaded whole: memory stays flat in rows.
+        deps=[AssetDep(key("predictions"))],
+        description="Metrics per slice and fairness group, the overall ROC and PR curves, and the "
+        "score quantiles the paired bootstrap bins by (its intervals, paired with the champion's, "
+        "come with the verdict).",
         tags=tags,
         **common,
     )
     def slice_metrics(
-        context: AssetExecutionContext, predictions: pd.DataFrame
+        context: AssetExecutionContext, evaluation_store: EvaluationStore
     ) -> Output[dict[str, Any]]:
-        record = metrics_record(criteria, predictions)
+        path = output_path([model, "predictions"], context.partition_key, ".parquet")
+        with evaluation_store.local_file(path) as local:
+            if local is None:
+                raise Failure(f"predictions {context.partition_key} are not materialized ({path})")
+            record = metrics_record(criteria, local)
         return Output(record, metadata=_metrics_metadata(record))
 
     check_specs = [
@@ -238,8 +244,8 @@ def build_evaluation_assets(
             ),
         },
         partitions_def=pairs,
+        deps=[AssetDep(key("predictions"))],
         ins={
-            "predictions": AssetIn(key=key("predictions")),
             "slice_metrics": AssetIn(key=key("slice_metrics")),
             "model_version": AssetIn(key=key("model_version")),
         },
@@ -248,7 +254,6 @@ def build_evaluation_assets(
     )
     def gate_verdict(
         context: AssetExecutionContext,
-        predictions: pd.DataFrame,
         slice_metrics: dict[str, Any],
         model_version: dict[str, Any],
         model_registry: ModelRegistry,
@@ -262,32 +267,33 @@ def build_evaluation_assets(
         snapshot_id = keys[SNAPSHOT_DIM]
         snapshot = _snapshot_info(snapshot_store, dataset, snapshot_id)
         champion = model_registry.champion(model)
-        champion_scores = champion_metrics = None
+        candidate_path = output_path([model, "predictions"], context.partition_key, ".parquet")
+        champion_path = champion_record = None
         if champion is not None:
             champion_key = version_key(model, champion.version)
-            champion_side = champion_predictions(
+            champion_path = champion_predictions(
                 context, criteria, champion_key, snapshot_id, model_registry, evaluation_store
             )
-            champion_scores, in_order = aligned_scores(predictions, champion_side)
-            del champion_side  # its ids are a copy of the candidate's: free them now
-            if in_order:
-                # The champion's own evaluation on these rows, in this order, has its point
-                # metrics already (in another order, sums could differ in the last bit).
-                pair = pair_partition(champion_key, snapshot_id)
-                champion_metrics = stored_metrics(
-                    evaluation_store.read_json(
-                        output_path([model, "slice_metrics"], pair, ".json")
-                    ),
-                    criteria,
-                    len(predictions),
+            champion_record = evaluation_store.read_json(
+                output_path(
+                    [model, "slice_metrics"], pair_partition(champion_key, snapshot_id), ".json"
                 )
-        result, images = evaluate_and_draw(
-            criteria,
-            predictions,
-            champion_scores,
-            candidate_metrics=stored_metrics(slice_metrics, criteria, len(predictions)),
-            champion_metrics=champion_metrics,
-        )
+            )
+        with (
+            evaluation_store.local_file(candidate_path) as candidate_file,
+            evaluation_store.local_file(champion_path or candidate_path) as champion_file,
+        ):
+            if candidate_file is None or champion_file is None:
+                raise Failure(f"predictions are missing: {candidate_path}, {champion_path}")
+            result, images = evaluate_and_draw(
+                criteria,
+                candidate_file,
+                slice_metrics,
+                champion_file if champion_path else None,
+                champion_record,
+            )
+            # MLflow infers the logged dataset's schema from its first rows.
+            sample = next(frames(candidate_file, [ROW_ID, LABEL, *slice_key_columns(criteria)]))
         key_ = evaluation_key(model_version["digest"], snapshot.sha256, criteria.digest())
         record = verdict_record(criteria, result, model_version, snapshot, champion, key_)
         summary = report_summary(record)
@@ -312,8 +318,7 @@ def build_evaluation_assets(
                 **{f"plots/{name}": data for name, data in images.items()},
             },
             dataset={
-                "frame": predictions,
-                "exclude": [SCORE],
+                "frame": sample,
                 "source": snapshot.location,
                 "name": f"{dataset}@{snapshot_id}",
                 "digest": snapshot.sha256,
@@ -556,17 +561,25 @@ def slice_key_columns(criteria: Criteria) -> list[str]:
     return list(dict.fromkeys(c for c in columns if c not in (ROW_ID, LABEL, SCORE)))
 
 
-def metrics_record(criteria: Criteria, predictions: pd.DataFrame) -> dict[str, Any]:
-    """The `slice_metrics` value: per-slice table, fairness groups and disparities.
+def metrics_record(criteria: Criteria, path: Path) -> dict[str, Any]:
+    """The `slice_metrics` value of a predictions file: per-slice table, fairness groups and
+    disparities, the overall curves and the bootstrap's score quantiles, read in batches.
 
     Intervals are not computed here: `gate_verdict` bootstraps once, paired with the champion,
     and its intervals cover the candidate's own metrics too.
     """
-    slices = build_slices(predictions, criteria)
-    fairness = fairness_groups(criteria, predictions)
-    y, scores = predictions[LABEL].to_numpy(), predictions[SCORE].to_numpy()
-    metrics = model_metrics(y, scores, slices, fairness, criteria.dataset.threshold)
-    return {**metrics_json(metrics), **_metrics_stamp(criteria, len(predictions))}
+    plan = slice_plan(criteria, path)
+    summary = streamed_metrics(
+        score_batches(plan, path, slice_key_columns(criteria)),
+        plan,
+        criteria.dataset.threshold,
+        BootstrapConfig().bins,
+    )
+    return {
+        **metrics_json(summary.metrics),
+        **summary.record(),
+        **_metrics_stamp(criteria, rows_in(path)),
+    }
 
 
 def _metrics_stamp(criteria: Criteria, rows: int) -> dict[str, Any]:
@@ -578,87 +591,83 @@ def _metrics_stamp(criteria: Criteria, rows: int) -> dict[str, Any]:
     }
 
 
-def stored_metrics(
+def stored_summary(
     record: dict[str, Any] | None, criteria: Criteria, rows: int
-) -> ModelMetrics | None:
-    """A `slice_metrics` record as tables, when it was computed under these criteria by this
-    evaluator on as many rows; None otherwise (recompute: a stale record is never reused)."""
+) -> SortedSummary | None:
+    """A `slice_metrics` record as tables, curves and quantiles, when it was computed under these
+    criteria by this evaluator on as many rows; None otherwise (recompute: a stale record is
+    never reused)."""
     stamp = _metrics_stamp(criteria, rows)
     if record is None or any(record.get(k) != v for k, v in stamp.items()):
         return None
-    return metrics_from_json(record)
-
-
-def fairness_groups(criteria: Criteria, frame: pd.DataFrame) -> dict[str, Any]:
-    """Each fairness attribute's group per row, as text; a missing text value is the group "None",
-    as `astype(str)` names it. Text kept as categories stays a Categorical (codes, not a string
-    per row), which the core reads exactly as it would read the strings."""
-    groups: dict[str, Any] = {}
-    for attribute in criteria.fairness:
-        column = frame[attribute]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            values = column.array.rename_categories(column.cat.categories.astype(str))
-            if values.isna().any():
-                if "None" not in values.categories:
-                    values = values.add_categories(["None"])
-                values = values.fillna("None")
-            groups[attribute] = values
-        else:
-            groups[attribute] = column.astype(str).to_numpy()
-    return groups
-
-
-def aligned_scores(candidate: pd.DataFrame, champion: pd.DataFrame) -> tuple[np.ndarray, bool]:
-    """The champion's scores in the candidate's row order (both must cover the same rows), and
-    whether the champion's rows were already in that order."""
-    if len(candidate) == len(champion) and candidate[ROW_ID].equals(champion[ROW_ID]):
-        # Both scored the same snapshot file in order: no join needed.
-        return champion[SCORE].to_numpy(), True
-    aligned = champion.set_index(ROW_ID)[SCORE].reindex(candidate[ROW_ID])
-    if len(candidate) != len(champion) or aligned.isna().any():
-        raise Failure("the champion's predictions do not cover the same rows as the candidate's")
-    return aligned.to_numpy(), False
+    quantiles = record["score_quantiles"]
+    return SortedSummary(
+        metrics_from_json(record),
+        {k: np.asarray(v, dtype=np.float64) for k, v in record["curve"].items()},
+        np.asarray(quantiles["positive"], dtype=np.float64),
+        np.asarray(quantiles["negative"], dtype=np.float64),
+    )
 
 
 def evaluate_and_draw(
     criteria: Criteria,
-    candidate: pd.DataFrame,
-    champion_scores: np.ndarray | None,
-    candidate_metrics: ModelMetrics | None = None,
-    champion_metrics: ModelMetrics | None = None,
+    candidate: Path,
+    candidate_record: dict[str, Any] | None,
+    champion: Path | None,
+    champion_record: dict[str, Any] | None,
 ) -> tuple[Evaluation, dict[str, bytes]]:
-    """The core's paired evaluation of the candidate's predictions and the champion's scores,
-    and the report's plots.
+    """The paired evaluation of two predictions files, read in batches, and the report's plots.
 
-    Point metrics already computed on these rows (see `stored_metrics`) are not recomputed. The
+    Each model's point metrics, curves and score quantiles come from its `slice_metrics` record
+    when that is current (see `stored_summary`), and are computed here otherwise; the champion's
+    only when its rows are in the candidate's order (in another order, sums could differ in the
+    last bit). The paired bootstrap's count tables take one more pass over both files. The
     curves and confusion matrices need only point metrics, so they are drawn on a second thread
     while the bootstrap runs (its draws release the GIL); the gate picture needs the verdict.
     """
-    slices = build_slices(candidate, criteria)
-    fairness = fairness_groups(criteria, candidate)
-    y, scores = candidate[LABEL].to_numpy(), candidate[SCORE].to_numpy()
+    plan = slice_plan(criteria, candidate)
+    rows = rows_in(candidate)
     threshold = criteria.dataset.threshold
-    if candidate_metrics is None:
-        candidate_metrics = model_metrics(y, scores, slices, fairness, threshold)
-    if champion_scores is None:
-        champion_metrics = None
-    elif champion_metrics is None:
-        champion_metrics = model_metrics(y, champion_scores, slices, fairness, threshold)
+    keys = slice_key_columns(criteria)
+    bins = BootstrapConfig().bins
+
+    def computed(scores: Any = None) -> SortedSummary:
+        return streamed_metrics(score_batches(plan, candidate, keys, scores), plan, threshold, bins)
+
+    summaries = [stored_summary(candidate_record, criteria, rows) or computed()]
+    in_order = champion is not None and same_rows_in_order(candidate, champion)
+    if champion is not None:
+        stored = stored_summary(champion_record, criteria, rows) if in_order else None
+        summaries.append(stored or computed(champion_scores(candidate, champion, in_order)))
+    config = BootstrapConfig(
+        n_resamples=criteria.bootstrap.resamples,
+        seed=criteria.bootstrap.seed,
+        confidence=criteria.bootstrap.confidence,
+    )
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots") as painter:
-        drawn = painter.submit(
-            point_images, criteria, candidate_metrics, champion_metrics, y, scores, champion_scores
-        )
-        result = evaluate(
-            criteria,
-            y,
-            slices,
-            fairness,
-            scores,
-            champion_scores,
-            candidate_metrics=candidate_metrics,
-            champion_metrics=champion_metrics,
-        )
+        drawn = painter.submit(point_images, criteria, summaries)
+        intervals = pd.DataFrame()
+        if config.n_resamples > 0:
+            cells = PairedCells(
+                [
+                    Binning.from_quantiles(
+                        s.positive_quantiles, s.negative_quantiles, threshold=threshold
+                    )
+                    for s in summaries
+                ],
+                plan.names,
+                {attribute: len(groups) for attribute, groups in plan.groups.items()},
+            )
+            other = None if champion is None else champion_scores(candidate, champion, in_order)
+            for batch, champion_batch in paired_batches(plan, candidate, keys, other):
+                models = [batch.score] if champion_batch is None else [batch.score, champion_batch]
+                cells.add(batch.y, models, batch.members, batch.groups)
+            intervals = cells.intervals([s.metrics.slices for s in summaries], config)
+        metrics = [s.metrics for s in summaries]
+        champion_metrics = metrics[1] if len(metrics) > 1 else None
+        verdict = decide(criteria, metrics[0], champion_metrics, intervals)
         images = drawn.result()
+    result = Evaluation(metrics[0], champion_metrics, intervals, verdict)
     # One matplotlib figure at a time: the gate picture only once the other thread is done.
     return result, {"gate_changes.png": gate_changes_png(result.verdict, criteria), **images}
 
@@ -670,15 +679,15 @@ def champion_predictions(
     snapshot_id: str,
     registry: ModelRegistry,
     store: EvaluationStore,
-) -> pd.DataFrame:
-    """The champion's stored predictions on this snapshot, materialized here when missing."""
+) -> str:
+    """Where the champion's predictions on this snapshot are stored (materialized here when
+    missing)."""
     model = criteria.model
     pair = pair_partition(champion_key, snapshot_id)
     path = output_path([model, "predictions"], pair, ".parquet")
-    frame = store.read_frame(path, columns=[ROW_ID, SCORE])
-    if frame is not None:
+    if store.exists(path):
         context.log.info(f"reusing the champion's predictions {pair} ({store.location(path)})")
-        return frame
+        return path
     context.log.info(f"the champion's predictions {pair} are missing: computing them in this run")
     instance = context.instance
     versions = model_version_partitions(model)
@@ -708,23 +717,29 @@ def champion_predictions(
             },
         )
     )
-    return store.read_frame(path, columns=[ROW_ID, SCORE])
+    return path
 
 
-def point_images(
-    criteria: Criteria,
-    candidate: ModelMetrics,
-    champion: ModelMetrics | None,
-    y: np.ndarray,
-    scores: np.ndarray,
-    champion_scores: np.ndarray | None,
-) -> dict[str, bytes]:
+def point_images(criteria: Criteria, summaries: list[SortedSummary]) -> dict[str, bytes]:
     """The report's plots of point metrics: ROC/PR curves, confusion matrices of key slices."""
     threshold = criteria.dataset.threshold
+    overall = [s.metrics.slices.loc[OVERALL] for s in summaries]
+    curves = [
+        (
+            name,
+            {**s.curve, "auc": row["roc_auc"], "ap": row["pr_auc"]},
+            (int(row["tp"]), int(row["fp"])),
+        )
+        for name, s, row in zip(("candidate", "champion"), summaries, overall, strict=False)
+    ]
+    candidate = summaries[0].metrics
+    champion = summaries[1].metrics if len(summaries) > 1 else None
     present = set(candidate.slices.index)
-    key_slices = [s for s in criteria.key_slices if s in present and s != "overall"]
+    key_slices = [s for s in criteria.key_slices if s in present and s != OVERALL]
     return {
-        "roc_pr_overall.png": roc_pr_curves_png(y, scores, champion_scores, threshold=threshold),
+        "roc_pr_overall.png": roc_pr_png(
+            curves, int(overall[0]["positives"]), int(overall[0]["negatives"]), threshold=threshold
+        ),
         "confusion_matrices.png": confusion_matrices_png(
             candidate, champion, key_slices, threshold
         ),

@@ -4,4 +4,4 @@ It imports neither dagster nor mlflow, so the Dagster skin and the command line 
 """
 
 # Bump when a change alters metrics, intervals or verdicts: it is part of every evaluation key.
-EVALUATOR_VERSION = "0.1.0"
+EVALUATOR_VERSION = "0.2.0"

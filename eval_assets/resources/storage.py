@@ -53,6 +53,10 @@ class EvaluationStore(ConfigurableResource):
     def location(self, relative: str) -> str:
         """A path or URL for people."""
 
+    def exists(self, relative: str) -> bool:
+        with self.local_file(relative) as path:
+            return path is not None
+
     @contextmanager
     def local_file(self, relative: str) -> Iterator[Path | None]:
         """A local path holding the file at `relative` (None when absent), for streaming reads."""
@@ -115,6 +119,9 @@ class LocalEvaluationStore(EvaluationStore):
         path = Path(self.root) / relative
         return path.read_bytes() if path.is_file() else None
 
+    def exists(self, relative: str) -> bool:
+        return (Path(self.root) / relative).is_file()
+
     @contextmanager
     def local_file(self, relative: str) -> Iterator[Path | None]:
         path = Path(self.root) / relative
@@ -160,6 +167,16 @@ class S3EvaluationStore(EvaluationStore):
                     return
                 raise
             yield path
+
+    def exists(self, relative: str) -> bool:
+        client = self.s3.get_client()
+        try:
+            client.head_object(Bucket=self.bucket, Key=self._key(relative))
+        except client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise
+        return True
 
     def read(self, relative: str) -> bytes | None:
         client = self.s3.get_client()
@@ -208,9 +225,7 @@ class OpenFormatIOManager(ConfigurableIOManager):
     def load_input(self, context: InputContext) -> Any:
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = context.asset_key.path
-        # `AssetIn(metadata={"columns": [...]})` reads only those columns of a table.
-        columns = (context.definition_metadata or {}).get("columns")
-        frame = self.store.read_frame(output_path(path, partition, ".parquet"), columns=columns)
+        frame = self.store.read_frame(output_path(path, partition, ".parquet"))
         if frame is not None:
             return frame
         value = self.store.read_json(output_path(path, partition, ".json"))

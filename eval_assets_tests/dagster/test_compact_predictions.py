@@ -19,16 +19,15 @@ from dagster import Failure
 from eval_assets.assets import (
     _dictionary,
     _predictions_schema,
-    aligned_scores,
     evaluate_and_draw,
-    fairness_groups,
     metrics_record,
-    stored_metrics,
+    stored_summary,
 )
 from eval_assets.core.criteria import load_criteria
 from eval_assets.core.evaluation import evaluate, to_json
-from eval_assets.core.report import confusion_matrices_png, gate_changes_png, roc_pr_curves_png
-from eval_assets.core.slicing import build_slices
+from eval_assets.core.report import confusion_matrices_png, roc_pr_curves_png
+from eval_assets.core.slicing import build_slices, fairness_groups
+from eval_assets.prediction_files import champion_scores, same_rows_in_order
 from eval_assets.resources.storage import LocalEvaluationStore
 from eval_assets_tests.support.factories import write_criteria
 
@@ -99,20 +98,33 @@ def test_fairness_groups_of_categories_equal_those_of_plain_text(criteria):
     assert got.tolist() == expected.tolist() == ["65+", "None", "18-25", "65+", "26-35"]
 
 
-def test_champion_scores_align_by_position_or_by_id_and_must_cover_every_row():
+def test_champion_scores_align_by_position_or_by_id_and_must_cover_every_row(tmp_path):
     ids = pd.array(["t1", "t2", "t3"], dtype=pd.StringDtype("pyarrow"))
-    candidate = pd.DataFrame({"row_id": ids, "score": [0.1, 0.2, 0.3]})
-    same_order = pd.DataFrame({"row_id": ids, "score": [0.7, 0.8, 0.9]})
-    scores, in_order = aligned_scores(candidate, same_order)
-    assert scores.tolist() == [0.7, 0.8, 0.9] and in_order
-    shuffled = same_order.iloc[[2, 0, 1]].reset_index(drop=True)
-    scores, in_order = aligned_scores(candidate, shuffled)
-    assert scores.tolist() == [0.7, 0.8, 0.9] and not in_order
+    candidate = write(
+        tmp_path / "c.parquet", pd.DataFrame({"row_id": ids, "score": [0.1, 0.2, 0.3]})
+    )
+    same = pd.DataFrame({"row_id": ids, "score": [0.7, 0.8, 0.9]})
+
+    def aligned(champion: pd.DataFrame) -> tuple[list[float], bool]:
+        path = write(tmp_path / "h.parquet", champion)
+        in_order = same_rows_in_order(candidate, path)
+        scores = champion_scores(candidate, path, in_order)
+        return np.concatenate(list(scores)).tolist(), in_order
+
+    assert aligned(same) == ([0.7, 0.8, 0.9], True)
+    assert aligned(same.iloc[[2, 0, 1]]) == ([0.7, 0.8, 0.9], False)
     with pytest.raises(Failure, match="do not cover the same rows"):
-        aligned_scores(candidate, same_order.iloc[:2])
-    other = same_order.assign(row_id=pd.array(["t1", "t2", "t9"], dtype="string[pyarrow]"))
+        aligned(same.iloc[:2])
     with pytest.raises(Failure, match="do not cover the same rows"):
-        aligned_scores(candidate, other)
+        aligned(same.assign(row_id=pd.array(["t1", "t2", "t9"], dtype="string[pyarrow]")))
+    duplicated = pd.DataFrame({"row_id": ["t1", "t2", "t3", "t3"], "score": [0.7, 0.8, 0.9, 0.1]})
+    with pytest.raises(Failure, match="do not cover the same rows"):
+        aligned(duplicated)
+
+
+def write(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_parquet(path, index=False)
+    return path
 
 
 def predictions_frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -133,41 +145,49 @@ def predictions_frame(n: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
-def test_a_stored_metrics_record_is_reused_only_under_the_same_criteria_and_rows(criteria):
+def test_a_stored_metrics_record_is_reused_only_under_the_same_criteria_and_rows(
+    criteria, tmp_path
+):
     n = 400
-    frame = predictions_frame(n)
-    record = metrics_record(criteria, frame)
-    reused = stored_metrics(record, criteria, n)
+    record = metrics_record(criteria, write(tmp_path / "p.parquet", predictions_frame(n)))
+    reused = stored_summary(record, criteria, n)
     assert reused is not None
-    assert reused.slices.loc["overall", "support"] == n
+    assert reused.metrics.slices.loc["overall", "support"] == n
+    assert len(reused.positive_quantiles) and len(reused.curve["fpr"])
     # Another threshold is another criteria hash: the record is stale and is not reused.
     other = criteria.model_copy(
         update={"dataset": criteria.dataset.model_copy(update={"threshold": 0.9})}
     )
     assert other.digest() != criteria.digest()
-    assert stored_metrics(record, other, n) is None
-    assert stored_metrics(record, criteria, n + 1) is None
-    assert stored_metrics({**record, "evaluator_version": "0.0.0"}, criteria, n) is None
-    assert stored_metrics(None, criteria, n) is None
+    assert stored_summary(record, other, n) is None
+    assert stored_summary(record, criteria, n + 1) is None
+    assert stored_summary({**record, "evaluator_version": "0.0.0"}, criteria, n) is None
+    assert stored_summary(None, criteria, n) is None
 
 
-def test_drawing_beside_the_bootstrap_and_reusing_metrics_change_no_byte(criteria):
+def test_the_streamed_evaluation_equals_the_in_memory_core_and_reuses_records(criteria, tmp_path):
     frame = predictions_frame(3000, seed=1)
     rng = np.random.default_rng(2)
     champion = np.clip(frame["score"].to_numpy() + rng.normal(0, 0.1, len(frame)), 0, 1)
-    result, images = evaluate_and_draw(criteria, frame, champion)
+    candidate_file = write(tmp_path / "c.parquet", frame)
+    champion_file = write(tmp_path / "h.parquet", frame.assign(score=champion))
+    result, images = evaluate_and_draw(criteria, candidate_file, None, champion_file, None)
 
-    # The same evaluation the plain way: the core on one thread, each plot drawn on its own.
+    # The same evaluation in memory: the core on all rows at once, each plot drawn on its own.
     slices = build_slices(frame, criteria)
     groups = fairness_groups(criteria, frame)
     y, scores = frame["label"].to_numpy(), frame["score"].to_numpy()
     plain = evaluate(criteria, y, slices, groups, scores, champion)
-    assert to_json(result.verdict.to_dict()) == to_json(plain.verdict.to_dict())
-    pd.testing.assert_frame_equal(result.intervals, plain.intervals, check_exact=True)
+    assert [(g.name, g.passed) for g in result.verdict.gates] == [
+        (g.name, g.passed) for g in plain.verdict.gates
+    ]
+    # Sums run in another order, so the last bits may differ.
+    pd.testing.assert_frame_equal(result.intervals, plain.intervals, rtol=1e-12, atol=1e-12)
+    pd.testing.assert_frame_equal(result.candidate.slices, plain.candidate.slices, rtol=1e-12)
+    pd.testing.assert_frame_equal(result.champion.slices, plain.champion.slices, rtol=1e-12)
     threshold = criteria.dataset.threshold
     key_slices = [s for s in criteria.key_slices if s in set(plain.candidate.slices.index)]
     assert list(images) == ["gate_changes.png", "roc_pr_overall.png", "confusion_matrices.png"]
-    assert images["gate_changes.png"] == gate_changes_png(plain.verdict, criteria)
     assert images["roc_pr_overall.png"] == roc_pr_curves_png(
         y, scores, champion, threshold=threshold
     )
@@ -175,31 +195,19 @@ def test_drawing_beside_the_bootstrap_and_reusing_metrics_change_no_byte(criteri
         plain.candidate, plain.champion, [s for s in key_slices if s != "overall"], threshold
     )
 
-    # Stored records of both models (as `slice_metrics` wrote them) decide the same verdict.
-    stored = [
-        stored_metrics(metrics_record(criteria, frame.assign(score=s)), criteria, len(frame))
-        for s in (scores, champion)
+    # Stored records of both models (as `slice_metrics` wrote them) give the same bytes.
+    records = [metrics_record(criteria, path) for path in (candidate_file, champion_file)]
+    reused, reused_images = evaluate_and_draw(
+        criteria, candidate_file, records[0], champion_file, records[1]
+    )
+    assert to_json(reused.verdict.to_dict()) == to_json(result.verdict.to_dict())
+    pd.testing.assert_frame_equal(reused.intervals, result.intervals, check_exact=True)
+    assert reused_images == images
+
+    # The champion's rows in another order: joined by id, its record not reused, same verdict.
+    shuffled = write(tmp_path / "s.parquet", frame.assign(score=champion).iloc[::-1])
+    joined, _ = evaluate_and_draw(criteria, candidate_file, records[0], shuffled, records[1])
+    assert [(g.name, g.passed) for g in joined.verdict.gates] == [
+        (g.name, g.passed) for g in result.verdict.gates
     ]
-    reused, _ = evaluate_and_draw(
-        criteria, frame, champion, candidate_metrics=stored[0], champion_metrics=stored[1]
-    )
-    assert to_json(reused.verdict.to_dict()) == to_json(plain.verdict.to_dict())
-    pd.testing.assert_frame_equal(reused.intervals, plain.intervals, check_exact=True)
-
-
-def test_an_input_with_columns_metadata_reads_only_those_columns(tmp_path):
-    from dagster import build_input_context
-
-    from eval_assets.resources.storage import OpenFormatIOManager
-
-    store = LocalEvaluationStore(root=str(tmp_path))
-    store.write_frame("m/predictions.parquet", predictions_frame(10))
-    manager = OpenFormatIOManager(store=store)
-    narrow = manager.load_input(
-        build_input_context(
-            asset_key=["m", "predictions"], definition_metadata={"columns": ["label", "score"]}
-        )
-    )
-    assert list(narrow.columns) == ["label", "score"] and len(narrow) == 10
-    whole = manager.load_input(build_input_context(asset_key=["m", "predictions"]))
-    assert "row_id" in whole.columns
+    pd.testing.assert_frame_equal(joined.intervals, result.intervals, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,143 @@
+"""Stored predictions read in batches, the streamed evaluation's input: memory holds one batch,
+whatever the number of rows in the snapshot.
+
+A predictions file has one row per snapshot row: its id, label, score and the slice keys. The
+champion's side is read beside the candidate's, batch for batch; when both scored the snapshot in
+the same row order (the usual case) that is a plain parallel read, otherwise DuckDB joins the
+champion's scores to the candidate's rows by id, out of core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from dagster import Failure
+
+from eval_assets.core.criteria import Criteria, PredicateSlice
+from eval_assets.core.models import PREDICT_BATCH_ROWS
+from eval_assets.core.slicing import SlicePlan, plan_slices
+from eval_assets.core.streamed import ScoreBatch
+from eval_assets.resources.storage import ARROW_STRINGS
+
+LABEL, SCORE, ROW_ID = "label", "score", "row_id"
+
+
+def rows_in(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def frames(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """The file's `columns`, one batch of rows at a time (text Arrow-backed, dictionaries as
+    categories)."""
+    if not columns:
+        return
+    data = pq.ParquetFile(path)
+    for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=columns):
+        yield batch.to_pandas(types_mapper=ARROW_STRINGS.get)
+
+
+def slice_plan(criteria: Criteria, path: Path) -> SlicePlan:
+    """The slices and fairness groups of a predictions file (reads only the columns that decide
+    which value slices and groups exist)."""
+    by = [s.by for s in criteria.slices if not isinstance(s, PredicateSlice)]
+    return plan_slices(criteria, frames(path, list(dict.fromkeys([*by, *criteria.fairness]))))
+
+
+def score_batches(
+    plan: SlicePlan,
+    path: Path,
+    key_columns: list[str],
+    scores: Iterator[np.ndarray] | None = None,
+) -> Iterator[ScoreBatch]:
+    """Labels, scores, slice membership and group codes of the file, batch by batch; `scores`
+    (aligned with the file's rows) replace the file's own, for the champion's side."""
+    for batch, other in paired_batches(plan, path, key_columns, scores):
+        yield batch if other is None else replace(batch, score=other)
+
+
+def paired_batches(
+    plan: SlicePlan,
+    path: Path,
+    key_columns: list[str],
+    other: Iterator[np.ndarray] | None = None,
+) -> Iterator[tuple[ScoreBatch, np.ndarray | None]]:
+    """The file's batches, each with the same rows' scores cut from `other` (when given)."""
+    taken = None if other is None else _Taker(other)
+    for frame in frames(path, [LABEL, SCORE, *key_columns]):
+        batch = ScoreBatch(
+            frame[LABEL].to_numpy(),
+            frame[SCORE].to_numpy(),
+            plan.members(frame),
+            plan.group_codes(frame),
+        )
+        yield batch, None if taken is None else taken.take(len(frame))
+
+
+def same_rows_in_order(candidate: Path, champion: Path) -> bool:
+    """Whether both files list the same ids in the same order (compared batch by batch)."""
+    if rows_in(candidate) != rows_in(champion):
+        return False
+    ours = pq.ParquetFile(candidate).iter_batches(PREDICT_BATCH_ROWS, columns=[ROW_ID])
+    theirs = pq.ParquetFile(champion).iter_batches(PREDICT_BATCH_ROWS, columns=[ROW_ID])
+    return all(a.column(0).equals(b.column(0)) for a, b in zip(ours, theirs, strict=True))
+
+
+def champion_scores(candidate: Path, champion: Path, in_order: bool) -> Iterator[np.ndarray]:
+    """The champion's scores in the candidate's row order (in arrays of any length); a Failure
+    when the two files do not cover the same rows."""
+    if in_order:
+        for batch in pq.ParquetFile(champion).iter_batches(PREDICT_BATCH_ROWS, columns=[SCORE]):
+            yield batch.column(0).to_numpy()
+        return
+    connection = duckdb.connect()
+    try:
+        joined = (
+            f"FROM read_parquet($candidate, file_row_number = true) AS c "
+            f'LEFT JOIN read_parquet($champion) AS h ON c."{ROW_ID}" = h."{ROW_ID}"'
+        )
+        files = {"candidate": str(candidate), "champion": str(champion)}
+        matched, scored = connection.sql(
+            f'SELECT count(*), count(h."{SCORE}") {joined}', params=files
+        ).fetchall()[0]
+        expected = rows_in(candidate)
+        if not matched == scored == expected == rows_in(champion):
+            raise Failure(
+                "the champion's predictions do not cover the same rows as the candidate's "
+                f"({expected} candidate rows, {rows_in(champion)} champion rows, "
+                f"{scored} matched by {ROW_ID})"
+            )
+        # The relation must outlive its reader.
+        relation = connection.sql(
+            f'SELECT h."{SCORE}" {joined} ORDER BY c.file_row_number', params=files
+        )
+        for batch in relation.to_arrow_reader(PREDICT_BATCH_ROWS):
+            yield batch.column(0).to_numpy()
+    finally:
+        connection.close()
+
+
+class _Taker:
+    """Arrays of requested lengths cut from a stream of arrays of any lengths."""
+
+    def __init__(self, arrays: Iterator[np.ndarray]) -> None:
+        self.arrays = arrays
+        self.held = np.empty(0)
+
+    def take(self, n: int) -> np.ndarray:
+        parts = [self.held]
+        have = len(self.held)
+        while have < n:
+            part = next(self.arrays, None)
+            if part is None:
+                raise ValueError(f"the champion's scores ran out {n - have} rows early")
+            parts.append(part)
+            have += len(part)
+        joined = np.concatenate(parts) if len(parts) > 1 else self.held
+        self.held = joined[n:]
+        return joined[:n]
