@@ -253,7 +253,8 @@ def ingest(snapshot: str, state: Path) -> dict[str, Any]:
 
 
 def champion_side(snapshot: str, state: Path) -> dict[str, Any]:
-    """Make v1 the champion with its predictions on this snapshot stored (not timed)."""
+    """Make v1 the champion with its predictions and slice metrics on this snapshot stored (not
+    timed)."""
     from dagster import AssetKey, materialize
 
     from eval_assets.partitions import evaluation_key, version_key
@@ -268,7 +269,8 @@ def champion_side(snapshot: str, state: Path) -> dict[str, Any]:
     else:
         materialize(
             defs.assets,
-            selection=[AssetKey([MODEL, "predictions"])],
+            # The champion's evaluation of a snapshot is there before any candidate comes.
+            selection=[AssetKey([MODEL, "predictions"]), AssetKey([MODEL, "slice_metrics"])],
             partition_key=partition,
             instance=instance,
             resources=defs.resources,
