@@ -8,6 +8,7 @@ comparison is the champion's own `predictions` partition on the same snapshot, c
 import base64
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -281,16 +282,14 @@ def build_evaluation_assets(
             )
         with (
             evaluation_store.local_file(candidate_path) as candidate_file,
-            evaluation_store.local_file(champion_path or candidate_path) as champion_file,
+            (
+                evaluation_store.local_file(champion_path) if champion_path else nullcontext()
+            ) as champion_file,
         ):
-            if candidate_file is None or champion_file is None:
+            if candidate_file is None or (champion_path and champion_file is None):
                 raise Failure(f"predictions are missing: {candidate_path}, {champion_path}")
             result, images = evaluate_and_draw(
-                criteria,
-                candidate_file,
-                slice_metrics,
-                champion_file if champion_path else None,
-                champion_record,
+                criteria, candidate_file, slice_metrics, champion_file, champion_record
             )
             # MLflow infers the logged dataset's schema from its first rows.
             sample = next(frames(candidate_file, [ROW_ID, LABEL, *slice_key_columns(criteria)]))

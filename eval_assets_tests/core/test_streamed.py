@@ -73,6 +73,7 @@ CRITERIA = parse_criteria(CRITERIA_TEXT)
 def _chunks_of_test_size(monkeypatch):
     monkeypatch.setattr(streamed_module, "_SORTED_CHUNK", CHUNK)
 
+
 # The curve and the quantiles are the whole data's: no slices, so tiny sorted chunks stay cheap.
 OVERALL_ONLY = parse_criteria(
     f"model: m\ndataset: {{id_column: id, label_column: y, threshold: {THRESHOLD}}}\n"
