@@ -79,6 +79,7 @@ from eval_assets.prediction_files import (
     same_rows_in_order,
     score_batches,
     slice_plan,
+    streamed_parquet,
 )
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import ModelRegistry
@@ -478,7 +479,7 @@ def score_snapshot(
             allow_pickle=criteria.loading.allow_pickle,
             trusted_skops_types=criteria.loading.trusted_skops_types,
         )
-        data = pq.ParquetFile(parquet)
+        data = streamed_parquet(parquet)
         schema = data.schema_arrow
         features = (
             [c for c in schema.names if c not in (contract.id_column, contract.label_column)]
