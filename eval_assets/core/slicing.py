@@ -92,8 +92,13 @@ class SlicePlan:
         for attribute, groups in fairness_groups(self.criteria, frame).items():
             known = pd.Index(self.groups[attribute])
             code = _codes_in(pd.Series(groups), known)
-            if (code < 0).any():
-                raise ValueError(f"{attribute}: a group seen in no planning pass")
+            unknown = np.flatnonzero(code < 0)
+            if len(unknown):
+                value = np.asarray(groups, dtype=object)[unknown[0]]
+                raise ValueError(
+                    f"fairness attribute {attribute!r}: group {value!r} (row {unknown[0]} of this "
+                    "batch) was not in the rows the slice plan was made from"
+                )
             codes[attribute] = code
         return codes
 

@@ -614,3 +614,14 @@ def test_paired_bootstrap_is_paired_cells_fed_one_batch(two_models, n_models):
     got = paired_cells(two_models, n_models, len(rows.y)).intervals(points[:n_models], CONFIG)
     assert len(got) == len(slices) * len(METRIC_NAMES) + 3
     pd.testing.assert_frame_equal(got, want, check_exact=True)
+
+
+def test_a_batch_with_a_group_the_plan_never_saw_is_refused_by_name():
+    """Groups are numbered once for all batches; a batch from other data cannot be numbered."""
+    criteria = parse_criteria(
+        "model: m\ndataset: {id_column: id, label_column: y}\nfairness: [band]\n"
+    )
+    plan = plan_slices(criteria, [pd.DataFrame({"band": ["18-25", "65+"]})])
+    assert plan.group_codes(pd.DataFrame({"band": ["65+", "18-25"]}))["band"].tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"'band': group '26-35' \(row 1 of this batch\)"):
+        plan.group_codes(pd.DataFrame({"band": ["65+", "26-35"]}))
