@@ -23,7 +23,7 @@ from dagster import Failure
 from eval_assets.core.criteria import Criteria, PredicateSlice
 from eval_assets.core.models import PREDICT_BATCH_ROWS
 from eval_assets.core.slicing import SlicePlan, plan_slices
-from eval_assets.core.streamed import ScoreBatch
+from eval_assets.core.streamed import Cutter, ScoreBatch
 from eval_assets.resources.storage import ARROW_STRINGS
 
 LABEL, SCORE, ROW_ID = "label", "score", "row_id"
@@ -80,7 +80,7 @@ def paired_batches(
     other: Iterator[np.ndarray] | None = None,
 ) -> Iterator[tuple[ScoreBatch, np.ndarray | None]]:
     """The file's batches, each with the same rows' scores cut from `other` (when given)."""
-    taken = None if other is None else _Taker(other)
+    taken = None if other is None else Cutter([scores] for scores in other)
     for frame in frames(path, [LABEL, SCORE, *key_columns]):
         batch = ScoreBatch(
             frame[LABEL].to_numpy(),
@@ -88,7 +88,13 @@ def paired_batches(
             plan.members(frame),
             plan.group_codes(frame),
         )
-        yield batch, None if taken is None else taken.take(len(frame))
+        if taken is None:
+            yield batch, None
+            continue
+        scores = taken.take(len(frame))
+        if not scores or len(scores[0]) < len(frame):
+            raise ValueError("the other scores ran out before the file's rows")
+        yield batch, scores[0]
 
 
 def same_rows_in_order(candidate: Path, champion: Path) -> bool:
@@ -131,24 +137,3 @@ def champion_scores(candidate: Path, champion: Path, in_order: bool) -> Iterator
             yield batch.column(0).to_numpy()
     finally:
         connection.close()
-
-
-class _Taker:
-    """Arrays of requested lengths cut from a stream of arrays of any lengths."""
-
-    def __init__(self, arrays: Iterator[np.ndarray]) -> None:
-        self.arrays = arrays
-        self.held = np.empty(0)
-
-    def take(self, n: int) -> np.ndarray:
-        parts = [self.held]
-        have = len(self.held)
-        while have < n:
-            part = next(self.arrays, None)
-            if part is None:
-                raise ValueError(f"the champion's scores ran out {n - have} rows early")
-            parts.append(part)
-            have += len(part)
-        joined = np.concatenate(parts) if len(parts) > 1 else self.held
-        self.held = joined[n:]
-        return joined[:n]

@@ -229,19 +229,11 @@ def _sorted(
         reader = connection.sql("SELECT * FROM rows ORDER BY score DESC").to_arrow_reader(
             _SORTED_CHUNK
         )
-        columns: list[list[np.ndarray]] = [[] for _ in schema]
-        held = 0
-        for batch in reader:
-            for held_column, column in zip(columns, batch.columns, strict=True):
-                held_column.append(column.to_numpy(zero_copy_only=False))
-            held += batch.num_rows
-            while held >= _SORTED_CHUNK:
-                joined = [np.concatenate(c) for c in columns]
-                yield _chunk([c[:_SORTED_CHUNK] for c in joined])
-                columns = [[c[_SORTED_CHUNK:]] for c in joined]
-                held -= _SORTED_CHUNK
-        if held:
-            yield _chunk([np.concatenate(c) for c in columns])
+        sorted_rows = Cutter(
+            [column.to_numpy(zero_copy_only=False) for column in batch.columns] for batch in reader
+        )
+        while chunk := sorted_rows.take(_SORTED_CHUNK):
+            yield chunk[0], chunk[1], np.stack(chunk[2:])
     except (duckdb.Error, OSError):  # a failed scan can surface through Arrow as an OSError
         if failure:
             raise failure[0] from None
@@ -250,8 +242,29 @@ def _sorted(
         connection.close()
 
 
-def _chunk(columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return columns[0], columns[1], np.stack(columns[2:])
+class Cutter:
+    """Rows in chosen numbers from a stream of parts of any length; a part is a list of
+    equally long arrays (its columns)."""
+
+    def __init__(self, parts: Iterator[list[np.ndarray]]) -> None:
+        self.parts = parts
+        self.held: list[np.ndarray] | None = None
+
+    def take(self, n: int) -> list[np.ndarray]:
+        """The next `n` rows' columns; fewer at the end of the stream, none after it."""
+        pieces = [] if self.held is None else [self.held]
+        have = 0 if self.held is None else len(self.held[0])
+        while have < n:
+            part = next(self.parts, None)
+            if part is None:
+                break
+            pieces.append(part)
+            have += len(part[0])
+        if have == 0:
+            return []
+        joined = [np.concatenate(c) for c in zip(*pieces, strict=True)]
+        self.held = [c[n:] for c in joined]
+        return [c[:n] for c in joined]
 
 
 class _Ranking:
