@@ -25,9 +25,10 @@ from eval_assets.assets import (
 )
 from eval_assets.core.criteria import load_criteria
 from eval_assets.core.evaluation import evaluate, to_json
+from eval_assets.core.models import PREDICT_BATCH_ROWS
 from eval_assets.core.report import confusion_matrices_png, roc_pr_curves_png
 from eval_assets.core.slicing import build_slices, fairness_groups
-from eval_assets.prediction_files import champion_scores, same_rows_in_order
+from eval_assets.prediction_files import batches, champion_scores, same_rows_in_order
 from eval_assets.resources.storage import LocalEvaluationStore
 from eval_assets_tests.support.factories import write_criteria
 
@@ -211,3 +212,26 @@ def test_the_streamed_evaluation_equals_the_in_memory_core_and_reuses_records(cr
         (g.name, g.passed) for g in result.verdict.gates
     ]
     pd.testing.assert_frame_equal(joined.intervals, result.intervals, rtol=1e-12, atol=1e-12)
+
+
+def test_reading_batches_keeps_no_more_than_a_few_batches_whatever_the_file(tmp_path):
+    """pyarrow's default pre-buffering keeps what it read for the life of the file (memory
+    grew with the file); the batches the metric steps read must not."""
+    rows, groups = PREDICT_BATCH_ROWS, 16
+    path = tmp_path / "p.parquet"
+    schema = pa.schema([("label", pa.int8()), ("score", pa.float64())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for k in range(groups):
+            scores = np.random.default_rng(k).random(rows)
+            writer.write_table(pa.table({"label": np.zeros(rows, np.int8), "score": scores}))
+    batch_bytes = rows * 9
+
+    def peak_allocated(batches) -> float:
+        base, peak = pa.total_allocated_bytes(), 0
+        for _ in batches:
+            peak = max(peak, pa.total_allocated_bytes() - base)
+        return peak / batch_bytes
+
+    kept = peak_allocated(pq.ParquetFile(path).iter_batches(rows, columns=["label", "score"]))
+    assert kept > groups / 2  # the pitfall is real: pre-buffered reads grow with the file
+    assert peak_allocated(batches(path, ["label", "score"])) < 8
