@@ -78,13 +78,13 @@ class EvaluationStore(ConfigurableResource):
             yield path
             self.write_file(relative, path)
 
-    def read_frame(self, relative: str, columns: list[str] | None = None) -> pd.DataFrame | None:
-        """A stored table (or some of its columns); text comes back Arrow-backed, compact, and
+    def read_frame(self, relative: str) -> pd.DataFrame | None:
+        """A stored table; text comes back Arrow-backed, compact, and
         dictionary-encoded text as categories in sorted order (whatever each part's order)."""
         with self.local_file(relative) as path:
             if path is None:
                 return None
-            table = pq.read_table(path, columns=columns)
+            table = pq.read_table(path)
             # Columns are freed as they are converted, so a table never sits in memory twice.
             frame = table.to_pandas(
                 types_mapper=ARROW_STRINGS.get, split_blocks=True, self_destruct=True
