@@ -45,7 +45,13 @@ from eval_assets.core.bootstrap import Binning, BootstrapConfig, PairedCells
 from eval_assets.core.contract import positive_labels, validate_dataset, validate_scores
 from eval_assets.core.criteria import Criteria, PredicateSlice
 from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
-from eval_assets.core.evaluation import Evaluation, metrics_from_json, metrics_json, to_json
+from eval_assets.core.evaluation import (
+    Evaluation,
+    bootstrap_config,
+    metrics_from_json,
+    metrics_json,
+    to_json,
+)
 from eval_assets.core.gating import GateVerdict, decide
 from eval_assets.core.metrics import METRIC_NAMES
 from eval_assets.core.models import PREDICT_BATCH_ROWS, ModelLoadError, load_model
@@ -639,15 +645,11 @@ def evaluate_and_draw(
     if champion is not None:
         stored = stored_summary(champion_record, criteria, rows) if in_order else None
         summaries.append(stored or computed(champion_scores(candidate, champion, in_order)))
-    config = BootstrapConfig(
-        n_resamples=criteria.bootstrap.resamples,
-        seed=criteria.bootstrap.seed,
-        confidence=criteria.bootstrap.confidence,
-    )
+    config = bootstrap_config(criteria)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots") as painter:
         drawn = painter.submit(point_images, criteria, summaries)
         intervals = pd.DataFrame()
-        if config.n_resamples > 0:
+        if config is not None:
             cells = PairedCells(
                 [
                     Binning.from_quantiles(

@@ -101,6 +101,7 @@ def evaluate(
     champion = champion_metrics
     if champion is None and champion_scores is not None:
         champion = model_metrics(y, champion_scores, slices, fairness, threshold)
+    config = bootstrap_config(criteria)
     intervals = (
         paired_bootstrap(
             y,
@@ -108,20 +109,24 @@ def evaluate(
             champion_scores,
             slices,
             threshold,
-            BootstrapConfig(
-                n_resamples=criteria.bootstrap.resamples,
-                seed=criteria.bootstrap.seed,
-                confidence=criteria.bootstrap.confidence,
-            ),
+            config,
             fairness=fairness,
             point_metrics=[candidate.slices]
             + ([champion.slices] if champion is not None and champion_scores is not None else []),
         )
-        if criteria.bootstrap.resamples > 0
+        if config is not None
         else pd.DataFrame()
     )
     verdict = decide(criteria, candidate, champion, intervals)
     return Evaluation(candidate, champion, intervals, verdict)
+
+
+def bootstrap_config(criteria: Criteria) -> BootstrapConfig | None:
+    """The criteria's paired bootstrap, or None when they ask for no resamples (no intervals)."""
+    spec = criteria.bootstrap
+    if spec.resamples == 0:
+        return None
+    return BootstrapConfig(n_resamples=spec.resamples, seed=spec.seed, confidence=spec.confidence)
 
 
 def to_json(data: Any) -> str:

@@ -235,3 +235,24 @@ def test_reading_batches_keeps_no_more_than_a_few_batches_whatever_the_file(tmp_
     kept = peak_allocated(pq.ParquetFile(path).iter_batches(rows, columns=["label", "score"]))
     assert kept > groups / 2  # the pitfall is real: pre-buffered reads grow with the file
     assert peak_allocated(batches(path, ["label", "score"])) < 8
+
+
+def test_criteria_without_resamples_give_a_verdict_without_intervals(criteria, tmp_path):
+    """`bootstrap.resamples: 0` is allowed: no intervals, point decisions, as the core decides."""
+    frame = predictions_frame(500, seed=3)
+    no_bootstrap = criteria.model_copy(
+        update={"bootstrap": criteria.bootstrap.model_copy(update={"resamples": 0})}
+    )
+    path = write(tmp_path / "c.parquet", frame)
+    result, _ = evaluate_and_draw(no_bootstrap, path, None, None, None)
+    plain = evaluate(
+        no_bootstrap,
+        frame["label"].to_numpy(),
+        build_slices(frame, no_bootstrap),
+        fairness_groups(no_bootstrap, frame),
+        frame["score"].to_numpy(),
+    )
+    assert result.intervals.empty and plain.intervals.empty
+    assert [(g.name, g.passed) for g in result.verdict.gates] == [
+        (g.name, g.passed) for g in plain.verdict.gates
+    ]
