@@ -219,21 +219,21 @@ class PairedCells:
         code = y.astype(np.int32 if self.n_cells < 2**31 else np.int64)
         for model, scores in zip(self.binned, models, strict=True):
             code = code * model.n_bins + model.bins_of(scores)
-        losses = [row_losses(y, scores) for scores in models]
+        # Per model, log loss then squared error: the order of `loss_totals`' middle axes.
+        losses = [per_row for scores in models for per_row in row_losses(y, scores)]
         if isinstance(masks, np.ndarray):
             masks = [masks[:, j] for j in range(masks.shape[1])]
         for j, mask in enumerate(masks):
-            # A boolean selection, no index array; the whole-data slice is not copied at all.
-            select = slice(None) if mask.all() else mask
-            codes = code[select]
+            # The slice's rows are found once and taken from every column (a boolean selection
+            # would search the mask again per column); the whole-data slice is not copied.
+            rows = slice(None) if mask.all() else np.flatnonzero(mask)
+            codes = code[rows]
             if len(codes) == 0:
                 continue
             self.occupancy[j] += np.bincount(codes, minlength=self.n_cells)
-            for m, pair in enumerate(losses):
-                for k, per_row in enumerate(pair):
-                    self.loss_totals[j, m, k] += np.bincount(
-                        codes, weights=per_row[select], minlength=self.n_cells
-                    )
+            totals = self.loss_totals[j].reshape(len(losses), self.n_cells)
+            for k, per_row in enumerate(losses):
+                totals[k] += np.bincount(codes, weights=per_row[rows], minlength=self.n_cells)
         for name, inverse in group_codes.items():
             fair = inverse.astype(np.int64) * 2 + y
             for scores, cut in zip(models, threshold, strict=True):
