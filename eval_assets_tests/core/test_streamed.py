@@ -69,9 +69,14 @@ fairness: [customer_age_band]
 CRITERIA = parse_criteria(CRITERIA_TEXT)
 
 
-@pytest.fixture(autouse=True)
-def _chunks_of_test_size(monkeypatch):
+@pytest.fixture(autouse=True, params=["numpy-sort", "duckdb-sort"])
+def sort(request, monkeypatch):
+    """Every test runs with both sorts: numpy's (rows that fit in the sort's memory, as all test
+    data here does) and DuckDB's (forced), with sorted chunks of test size."""
     monkeypatch.setattr(streamed_module, "_SORTED_CHUNK", CHUNK)
+    if request.param == "duckdb-sort":
+        monkeypatch.setattr(streamed_module, "_IN_MEMORY_SORT_BYTES", 0)
+    return request.param
 
 
 # The curve and the quantiles are the whole data's: no slices, so tiny sorted chunks stay cheap.
@@ -533,6 +538,31 @@ def test_rows_well_below_the_memory_limit_sort_with_many_duckdb_threads(monkeypa
     want = slice_metrics(y, score, [Slice("overall", np.ones(n, dtype=bool))], THRESHOLD)
     assert got.loc["overall", "support"] == n
     np.testing.assert_allclose(got.loc["overall", "roc_auc"], want["roc_auc"][0], atol=1e-12)
+
+
+@pytest.mark.parametrize("held_batches", [1, 3])
+def test_rows_past_the_in_memory_budget_go_to_duckdb_with_the_batches_held_so_far(
+    monkeypatch, held_batches
+):
+    """Once the rows outgrow numpy's budget, DuckDB sorts everything: the batches held until
+    then and the rest. Same bits as one sort of every row (numpy's or DuckDB's, by the
+    fixture)."""
+    rows = make_rows(20_000, seed=24, decimals=3)
+    whole = streamed(rows, size=1_000)
+    calls = []
+    real = streamed_module._sorted_by_duckdb
+
+    def spy(records, *args):
+        calls.append(1)
+        return real(records, *args)
+
+    monkeypatch.setattr(streamed_module, "_sorted_by_duckdb", spy)
+    # Past the budget during batch `held_batches + 1` (each 1,000 rows of 2 x 12 + 16 bytes).
+    monkeypatch.setattr(streamed_module, "_IN_MEMORY_SORT_BYTES", held_batches * 1_000 * 40 + 1)
+    switched = streamed(rows, size=1_000)
+    assert calls == [1]
+    assert_identical(switched, whole)
+    assert_same_metrics(switched.metrics, in_memory(rows))
 
 
 # --- the bootstrap's count tables ---------------------------------------------------------------
