@@ -175,14 +175,14 @@ class _Totals:
         # 0 negative, 1 positive, 2 flagged negative, 3 flagged positive.
         outcome = y + 2 * predicted.view(np.int8)
         for j in range(members.shape[1]):
-            mask = members[:, j]
-            counts = np.bincount(outcome[mask], minlength=4)
+            rows = np.flatnonzero(members[:, j])  # found once, taken from three columns
+            counts = np.bincount(outcome[rows], minlength=4)
             self.support[j] += counts.sum()
             self.positives[j] += counts[1] + counts[3]
             self.predicted[j] += counts[2] + counts[3]
             self.tp[j] += counts[3]
-            self.log_loss[j] += log_loss[mask].sum()
-            self.brier[j] += brier[mask].sum()
+            self.log_loss[j] += log_loss[rows].sum()
+            self.brier[j] += brier[rows].sum()
         for attribute, code in groups.items():
             table = self.groups[attribute]
             n = table.shape[1]
