@@ -1,10 +1,11 @@
 """Streamed metrics must equal the in-memory ones on the same rows, whatever the batching.
 
-`streamed_metrics` reads rows in batches, sorts them in DuckDB and reduces the sorted rows in
-fixed chunks, carrying a tie group that straddles two chunks as counts. Gates and the bootstrap
-read its numbers as they read those of `model_metrics`, so every count must be identical, every
-metric within 1e-12, every NaN in the same place, and the curve and bootstrap quantiles bit for
-bit those of `report._curves` and `np.quantile`, for any batch size, chunk size and ties.
+`streamed_metrics` reads rows in batches, sorts them (in numpy, or in DuckDB past a memory
+budget; every test here runs with both) and reduces the sorted rows in fixed chunks, carrying a
+tie group that straddles two chunks as counts. Gates and the bootstrap read its numbers as they
+read those of `model_metrics`, so every count must be identical, every metric within 1e-12, every
+NaN in the same place, and the curve and bootstrap quantiles bit for bit those of
+`report._curves` and `np.quantile`, for any batch size, chunk size and ties.
 """
 
 from __future__ import annotations
@@ -557,7 +558,8 @@ def test_rows_past_the_in_memory_budget_go_to_duckdb_with_the_batches_held_so_fa
         return real(records, *args)
 
     monkeypatch.setattr(streamed_module, "_sorted_by_duckdb", spy)
-    # Past the budget during batch `held_batches + 1` (each 1,000 rows of 2 x 12 + 16 bytes).
+    # Past the budget during batch `held_batches + 1`: 15 slices make 2 x (8 + 1 + 2) + 16 = 38
+    # bytes a row, 38,000 a batch.
     monkeypatch.setattr(streamed_module, "_IN_MEMORY_SORT_BYTES", held_batches * 1_000 * 40 + 1)
     switched = streamed(rows, size=1_000)
     assert calls == [1]
