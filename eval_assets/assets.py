@@ -94,6 +94,9 @@ from eval_assets.resources.storage import ARROW_STRINGS, EvaluationStore, output
 
 DIGEST_TAG = "eval_assets.artifact_sha256"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A promotion waits this long for another's compare-and-set of the same model's champion: longer
+# than the S3 store's lock lease, so a dead holder's lock is taken over before a waiter gives up.
+CHAMPION_LOCK_WAIT_S = 600.0
 
 
 def build_evaluation_assets(
@@ -391,9 +394,11 @@ def build_evaluation_assets(
         context: AssetExecutionContext,
         gate_verdict: dict[str, Any],
         model_registry: ModelRegistry,
+        evaluation_store: EvaluationStore,
         notifier: Notifier,
     ) -> Output[dict[str, Any]]:
-        decision = promote(criteria, gate_verdict, model_registry)
+        holder = f"run {context.run_id} promoting {model} v{gate_verdict['version']}"
+        decision = promote(criteria, gate_verdict, model_registry, evaluation_store, holder)
         notifier.notify(
             "promoted" if decision["moved"] else "promotion_skipped",
             {"model": model, "version": gate_verdict["version"], "summary": decision["reason"]},
@@ -883,8 +888,19 @@ def verdict_record(
     }
 
 
-def promote(criteria: Criteria, verdict: dict[str, Any], registry: ModelRegistry) -> dict[str, Any]:
-    """Move the alias on a full pass, compare-and-set against the champion compared with."""
+def promote(
+    criteria: Criteria,
+    verdict: dict[str, Any],
+    registry: ModelRegistry,
+    store: EvaluationStore,
+    holder: str,
+) -> dict[str, Any]:
+    """Move the alias on a full pass, compare-and-set against the champion compared with.
+
+    The compare and the set hold the model's champion lock in the store, so two promotions at once
+    (the same version launched twice, or two candidates compared with the same champion) move the
+    alias once; the other sees the champion already moved and records why it did not move it.
+    """
     model, version = criteria.model, verdict["version"]
     if not verdict["passed"]:
         # Blocking checks stop this asset first; this guards any other path that reaches here.
@@ -895,7 +911,8 @@ def promote(criteria: Criteria, verdict: dict[str, Any], registry: ModelRegistry
     if expected == version:
         moved, reason = False, f"v{version} is already the champion"
     else:
-        moved, reason = registry.move_champion(model, version, expected)
+        with store.lock(f"{model}/champion.lock", holder=holder, wait_s=CHAMPION_LOCK_WAIT_S):
+            moved, reason = registry.move_champion(model, version, expected)
     registry.set_version_tags(
         model,
         version,

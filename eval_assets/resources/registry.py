@@ -96,12 +96,27 @@ class ModelRegistry(ConfigurableResource):
     def download(self, model: str, version: str, destination: Path) -> Path:
         """Copy the version's model folder under `destination`; return its path."""
 
-    @abstractmethod
     def move_champion(self, model: str, version: str, expected: str | None) -> tuple[bool, str]:
         """Point `champion` at `version` only if it still points at `expected` (None: unset).
 
-        Returns (moved, reason).
+        Returns (moved, reason). The read and the move are two requests: callers serialize
+        them (promotion holds a store lock per model), the registry cannot.
         """
+        current = self.champion(model)
+        current_version = current.version if current else None
+        if current_version == str(version):
+            return False, f"v{version} is already the champion"
+        if current_version != expected:
+            return False, (
+                f"champion is now {current_version or 'unset'}, not {expected or 'unset'} as "
+                "compared against; not moved"
+            )
+        self._point_champion_at(model, str(version))
+        return True, f"champion moved from {expected or 'unset'} to {version}"
+
+    @abstractmethod
+    def _point_champion_at(self, model: str, version: str) -> None:
+        """Set the `champion` alias, unconditionally."""
 
     @abstractmethod
     def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
@@ -190,17 +205,9 @@ class MlflowModelRegistry(ModelRegistry):
             )
         return Path(local)
 
-    def move_champion(self, model: str, version: str, expected: str | None) -> tuple[bool, str]:
-        current = self.champion(model)
-        current_version = current.version if current else None
-        if current_version != expected:
-            return False, (
-                f"champion is now {current_version or 'unset'}, not {expected or 'unset'} as "
-                "compared against; not moved"
-            )
+    def _point_champion_at(self, model: str, version: str) -> None:
         with _unavailable("move the champion of", model, self.tracking_uri):
-            self.client.set_registered_model_alias(model, CHAMPION_ALIAS, str(version))
-        return True, f"champion moved from {expected or 'unset'} to {version}"
+            self.client.set_registered_model_alias(model, CHAMPION_ALIAS, version)
 
     def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
         with _unavailable("tag", f"{model} v{version}", self.tracking_uri):
@@ -418,12 +425,8 @@ class FakeModelRegistry(ModelRegistry):
         shutil.copytree(folder, target, dirs_exist_ok=True)
         return target
 
-    def move_champion(self, model: str, version: str, expected: str | None) -> tuple[bool, str]:
-        current = self.state.aliases.get(model)
-        if current != expected:
-            return False, f"champion is now {current or 'unset'}, not {expected or 'unset'}"
-        self.state.aliases[model] = str(version)
-        return True, f"champion moved from {expected or 'unset'} to {version}"
+    def _point_champion_at(self, model: str, version: str) -> None:
+        self.state.aliases[model] = version
 
     def set_version_tags(self, model: str, version: str, tags: dict[str, str]) -> None:
         self.state.tags.setdefault((model, str(version)), {}).update(tags)

@@ -3,16 +3,24 @@
 `EvaluationStore` is a folder, locally or under an S3 prefix; `OpenFormatIOManager` stores asset
 outputs in it by asset key and partition, and assets that need another partition (the champion's
 predictions) read it through the same paths.
+
+`EvaluationStore.lock` is a mutex between processes, kept where the outputs are: promotion holds
+one per model around the champion's compare-and-set, which MLflow cannot do atomically.
 """
 
 import json
 import tempfile
+import time
+import uuid
 from abc import abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import filelock
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +30,7 @@ from dagster import (
     InputContext,
     OutputContext,
     ResourceDependency,
+    get_dagster_logger,
 )
 from dagster_aws.s3 import S3Resource
 
@@ -32,6 +41,11 @@ ARROW_STRINGS = {
     pa.string(): pd.StringDtype("pyarrow"),
     pa.large_string(): pd.StringDtype("pyarrow"),
 }
+LOCK_POLL_S = 0.2
+
+
+class LockTimeout(TimeoutError):
+    """Another process held a store lock for longer than the caller would wait."""
 
 
 class EvaluationStore(ConfigurableResource):
@@ -52,6 +66,12 @@ class EvaluationStore(ConfigurableResource):
     @abstractmethod
     def location(self, relative: str) -> str:
         """A path or URL for people."""
+
+    @abstractmethod
+    def lock(self, relative: str, *, holder: str, wait_s: float) -> AbstractContextManager[None]:
+        """Hold the lock named `relative` for the block, against every process using this store;
+        wait at most `wait_s` for it, then raise `LockTimeout`. `holder` names the one holding
+        it, for the error the others see. A holder that dies gives the lock up."""
 
     def exists(self, relative: str) -> bool:
         with self.local_file(relative) as path:
@@ -142,13 +162,33 @@ class LocalEvaluationStore(EvaluationStore):
     def location(self, relative: str) -> str:
         return str(Path(self.root).resolve() / relative)
 
+    @contextmanager
+    def lock(self, relative: str, *, holder: str, wait_s: float) -> Iterator[None]:
+        # An OS lock (flock): the kernel releases it when the holder exits, even when killed.
+        path = Path(self.root) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with filelock.FileLock(path, timeout=wait_s, poll_interval=LOCK_POLL_S):
+                yield
+        except filelock.Timeout as exc:
+            raise LockTimeout(
+                f"{holder}: waited {wait_s:.0f} s for the lock {path}, held by another process "
+                "using the same store"
+            ) from exc
+
 
 class S3EvaluationStore(EvaluationStore):
-    """Outputs under an S3 prefix; a PUT is all or nothing."""
+    """Outputs under an S3 prefix; a PUT is all or nothing.
+
+    A lock is an object created only if absent (a conditional PUT). A holder that dies cannot
+    delete it, so it is a lease: one older than `lock_lease_s` (by the S3 server's clock) is taken
+    over, again conditionally, by exactly one waiter. Keep the lease longer than any holder's block.
+    """
 
     bucket: str
     prefix: str = "evaluations"
     s3: ResourceDependency[S3Resource]
+    lock_lease_s: float = 300.0
 
     def _key(self, relative: str) -> str:
         return f"{self.prefix.strip('/')}/{relative}" if self.prefix else relative
@@ -196,6 +236,82 @@ class S3EvaluationStore(EvaluationStore):
 
     def location(self, relative: str) -> str:
         return f"s3://{self.bucket}/{self._key(relative)}"
+
+    @contextmanager
+    def lock(self, relative: str, *, holder: str, wait_s: float) -> Iterator[None]:
+        client = self.s3.get_client()
+        key = self._key(relative)
+        body = json.dumps({"holder": holder, "token": uuid.uuid4().hex}).encode()
+        deadline = time.monotonic() + wait_s
+        log, etag, waiting = get_dagster_logger(), None, False
+        while etag is None:
+            etag = self._put_if(client, key, body, IfNoneMatch="*")
+            if etag is not None:
+                break
+            held = self._held(client, key)
+            if held is None:
+                continue  # released between the two requests
+            current, age, other = held
+            if age > self.lock_lease_s:
+                log.warning(
+                    f"taking over the lock {self.location(relative)} of {other}: "
+                    f"its lease ended {age - self.lock_lease_s:.0f} s ago"
+                )
+                etag = self._put_if(client, key, body, IfMatch=current)
+                continue
+            if time.monotonic() > deadline:
+                raise LockTimeout(
+                    f"{holder}: waited {wait_s:.0f} s for the lock {self.location(relative)}, "
+                    f"held by {other} for {age:.0f} s (taken over after {self.lock_lease_s:.0f} s)"
+                )
+            if not waiting:
+                log.info(f"waiting for the lock {self.location(relative)}, held by {other}")
+                waiting = True
+            time.sleep(LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            try:
+                client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+            except client.exceptions.ClientError as exc:
+                if _error_code(exc) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                    raise
+                log.warning(f"the lock {self.location(relative)} was taken over while held")
+
+    def _put_if(self, client: Any, key: str, body: bytes, **condition: str) -> str | None:
+        """The new object's ETag, or None when the condition failed (or raced another write)."""
+        try:
+            return client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)["ETag"]
+        except client.exceptions.ClientError as exc:
+            # 412: the condition is false; 409: another conditional write to the key was in flight.
+            if _error_code(exc) in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+                "409",
+                "NoSuchKey",
+                "404",
+            ):
+                return None
+            raise
+
+    def _held(self, client: Any, key: str) -> tuple[str, float, str] | None:
+        """(ETag, age in seconds on the server's clock, holder) of the lock object, if any."""
+        try:
+            found = client.get_object(Bucket=self.bucket, Key=key)
+        except client.exceptions.NoSuchKey:
+            return None
+        try:
+            other = json.loads(found["Body"].read())["holder"]
+        except (ValueError, KeyError, TypeError):
+            other = "an unknown holder"
+        date = found["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date) if date else datetime.now(UTC)
+        return found["ETag"], (now - found["LastModified"]).total_seconds(), other
+
+
+def _error_code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 def output_path(asset_path: list[str], partition_key: str | None, suffix: str) -> str:
