@@ -110,7 +110,7 @@ def streamed_metrics(
         for batch in batches:
             y, score = validate_inputs(batch.y, batch.score)
             totals.add(y, score, batch.members, batch.groups, threshold)
-            bits = np.packbits(batch.members.T, axis=0, bitorder="little")
+            bits = _pack(batch.members, n_bytes)
             yield pa.record_batch([pa.array(score), pa.array(y), *bits], schema=schema)
 
     with tempfile.TemporaryDirectory(dir=workdir, prefix="sort-") as folder:
@@ -205,9 +205,22 @@ class _Totals:
         }
 
 
+def _pack(members: np.ndarray, n_bytes: int) -> np.ndarray:
+    """Rows x slices booleans (column-major) as bytes x rows bit sets: byte k holds slices 8k to
+    8k + 7, lowest bit first. A slice's rows are contiguous, so each is shifted in as a whole
+    (np.packbits across slices gathers every row's bits one by one: six times slower)."""
+    bits = np.zeros((n_bytes, len(members)), dtype=np.uint8)
+    for j in range(members.shape[1]):
+        bits[j // 8] |= members[:, j].view(np.uint8) << (j % 8)
+    return bits
+
+
 def _unpack(bits: np.ndarray, n_slices: int) -> np.ndarray:
-    """Bytes x rows bit sets as rows x slices booleans (column-major)."""
-    return np.unpackbits(bits, axis=0, count=n_slices, bitorder="little").view(np.bool_).T
+    """Bytes x rows bit sets as rows x slices booleans (column-major), `_pack` undone."""
+    members = np.empty((bits.shape[1], n_slices), dtype=bool, order="F")
+    for j in range(n_slices):
+        np.not_equal(bits[j // 8] & np.uint8(1 << (j % 8)), 0, out=members[:, j])
+    return members
 
 
 def _sorted(
