@@ -42,6 +42,10 @@ ARROW_STRINGS = {
     pa.large_string(): pd.StringDtype("pyarrow"),
 }
 LOCK_POLL_S = 0.2
+# S3's answers to a conditional request whose condition is false (412, or 404 for If-Match on an
+# object gone), and to one that raced another conditional write to the same key (409).
+_CONDITION_FAILED = ("PreconditionFailed", "412", "NoSuchKey", "404")
+_CONDITIONAL_WRITE_IN_FLIGHT = ("ConditionalRequestConflict", "409")
 
 
 class LockTimeout(TimeoutError):
@@ -243,11 +247,8 @@ class S3EvaluationStore(EvaluationStore):
         key = self._key(relative)
         body = json.dumps({"holder": holder, "token": uuid.uuid4().hex}).encode()
         deadline = time.monotonic() + wait_s
-        log, etag, waiting = get_dagster_logger(), None, False
-        while etag is None:
-            etag = self._put_if(client, key, body, IfNoneMatch="*")
-            if etag is not None:
-                break
+        log, waiting = get_dagster_logger(), False
+        while (etag := self._put_if(client, key, body, IfNoneMatch="*")) is None:
             held = self._held(client, key)
             if held is None:
                 continue  # released between the two requests
@@ -257,8 +258,9 @@ class S3EvaluationStore(EvaluationStore):
                     f"taking over the lock {self.location(relative)} of {other}: "
                     f"its lease ended {age - self.lock_lease_s:.0f} s ago"
                 )
-                etag = self._put_if(client, key, body, IfMatch=current)
-                continue
+                if (etag := self._put_if(client, key, body, IfMatch=current)) is not None:
+                    break
+                continue  # another waiter took it over first
             if time.monotonic() > deadline:
                 raise LockTimeout(
                     f"{holder}: waited {wait_s:.0f} s for the lock {self.location(relative)}, "
@@ -274,7 +276,7 @@ class S3EvaluationStore(EvaluationStore):
             try:
                 client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
             except client.exceptions.ClientError as exc:
-                if _error_code(exc) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+                if _error_code(exc) not in _CONDITION_FAILED:
                     raise
                 log.warning(f"the lock {self.location(relative)} was taken over while held")
 
@@ -283,15 +285,7 @@ class S3EvaluationStore(EvaluationStore):
         try:
             return client.put_object(Bucket=self.bucket, Key=key, Body=body, **condition)["ETag"]
         except client.exceptions.ClientError as exc:
-            # 412: the condition is false; 409: another conditional write to the key was in flight.
-            if _error_code(exc) in (
-                "PreconditionFailed",
-                "412",
-                "ConditionalRequestConflict",
-                "409",
-                "NoSuchKey",
-                "404",
-            ):
+            if _error_code(exc) in (*_CONDITION_FAILED, *_CONDITIONAL_WRITE_IN_FLIGHT):
                 return None
             raise
 
