@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import struct
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from eval_assets.core.criteria import parse_criteria
 from eval_assets.core.evaluation import Evaluation, evaluate
 from eval_assets.core.gating import FAIL, GateResult, GateVerdict, Verdict
 from eval_assets.core.report import (
+    DPI,
     _curves,
     confusion_matrices_png,
     confusion_matrix_png,
@@ -125,6 +127,19 @@ def test_every_picture_is_a_png_and_identical_for_identical_inputs(case):
         first, second = render(), render()
         assert first.startswith(PNG_MAGIC)
         assert first == second
+
+
+def test_a_confusion_grid_has_a_panel_per_slice_and_model_and_draws_the_counts(case):
+    ev = case["evaluation"]
+    # overall and big, each with the champion beside: four panels in a row; alone: two.
+    paired = confusion_matrices_png(ev.candidate, ev.champion, ["big"], 0.5)
+    alone = confusion_matrices_png(ev.candidate, None, ["big"], 0.5)
+    assert png_size(paired)[0] == round((4 * 2.55 + 0.3) * DPI)
+    assert png_size(alone)[0] == round((2 * 2.55 + 0.3) * DPI)
+    table = ev.candidate.slices.copy()
+    table.loc["big", "tp"] += 1
+    moved = confusion_matrices_png(replace(ev.candidate, slices=table), None, ["big"], 0.5)
+    assert moved != alone
 
 
 def test_the_curves_report_the_same_auc_and_ap_as_the_gated_metrics(case):
