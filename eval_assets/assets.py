@@ -78,6 +78,7 @@ from eval_assets.prediction_files import (
     LABEL,
     ROW_ID,
     SCORE,
+    RowIdsDigest,
     champion_scores,
     frames,
     paired_batches,
@@ -509,6 +510,7 @@ def score_snapshot(
             store.writing(destination) as written,
             pq.ParquetWriter(written, stored, use_dictionary=encoded) as writer,
         ):
+            ids_digest = RowIdsDigest()
             for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read):
                 frame = batch.select(model_columns).to_pandas()
                 if contract.id_column not in frame.columns:  # it names rows in score errors
@@ -526,9 +528,11 @@ def score_snapshot(
                     *(_dictionary(batch.column(c)) for c in keep),
                 ]
                 writer.write_table(pa.Table.from_arrays(columns, schema=stored))
+                ids_digest.update(columns[0])
                 summary["rows"] += len(scores)
                 summary["score_sum"] += float(scores.sum())
                 summary["flagged"] += int(np.count_nonzero(scores >= contract.threshold))
+            writer.add_key_value_metadata(ids_digest.footer())
     return summary
 
 

@@ -11,6 +11,7 @@ from dagster import AssetKey, DagsterInstance
 
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
+from eval_assets.prediction_files import row_ids_digest
 from eval_assets.resources.notifier import RecordingNotifier
 from eval_assets.resources.registry import FakeModelRegistry
 from eval_assets.resources.snapshots import LocalSnapshotStore
@@ -185,6 +186,17 @@ def test_champion_predictions_are_computed_in_the_run_once_then_reused(world: Wo
     assert world.registry.champion(MODEL).version == "5"
     verdict = world.store.read_json(f"{MODEL}/gate_verdict/{MODEL}.v1/{SNAPSHOT}.json")
     assert verdict["champion_partition"] == partition
+
+
+def test_predictions_files_of_one_snapshot_carry_the_same_ids_digest(world: World):
+    # The gate compares the two files' row order by these footers instead of reading the ids.
+    digests = []
+    for version in (1, 2):
+        path = f"{MODEL}/predictions/{MODEL}.v{version}/{SNAPSHOT}.parquet"
+        with world.store.local_file(path) as local:
+            assert local is not None, path
+            digests.append(row_ids_digest(local))
+    assert digests[0] is not None and digests[0] == digests[1]
 
 
 def test_blocked_evaluation_still_gets_its_report_and_a_write_once_audit_record(world: World):

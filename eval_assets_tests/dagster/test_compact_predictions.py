@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import Failure
 
+from eval_assets import prediction_files
 from eval_assets.assets import (
     _dictionary,
     _predictions_schema,
@@ -28,7 +29,13 @@ from eval_assets.core.evaluation import evaluate, to_json
 from eval_assets.core.models import PREDICT_BATCH_ROWS
 from eval_assets.core.report import confusion_matrices_png, roc_pr_curves_png
 from eval_assets.core.slicing import build_slices, fairness_groups
-from eval_assets.prediction_files import batches, champion_scores, same_rows_in_order
+from eval_assets.prediction_files import (
+    RowIdsDigest,
+    batches,
+    champion_scores,
+    row_ids_digest,
+    same_rows_in_order,
+)
 from eval_assets.resources.storage import LocalEvaluationStore
 from eval_assets_tests.support.factories import write_criteria
 
@@ -121,6 +128,47 @@ def test_champion_scores_align_by_position_or_by_id_and_must_cover_every_row(tmp
     duplicated = pd.DataFrame({"row_id": ["t1", "t2", "t3", "t3"], "score": [0.7, 0.8, 0.9, 0.1]})
     with pytest.raises(Failure, match="do not cover the same rows"):
         aligned(duplicated)
+
+
+def test_files_with_the_same_ids_digest_are_in_order_without_reading_their_ids(
+    tmp_path, monkeypatch
+):
+    ids = [pa.array(["t1", "t2"]), pa.array(["t3"])]
+
+    def written(name: str, batches: list[pa.Array], digest: bool = True) -> Path:
+        path = tmp_path / name
+        schema = pa.schema([("row_id", pa.string()), ("score", pa.float64())])
+        digest_of = RowIdsDigest()
+        with pq.ParquetWriter(path, schema) as writer:
+            for batch in batches:
+                scores = pa.array([0.5] * len(batch))
+                writer.write_table(pa.Table.from_arrays([batch, scores], schema=schema))
+                digest_of.update(batch)
+            if digest:
+                writer.add_key_value_metadata(digest_of.footer())
+        return path
+
+    candidate, champion = written("c.parquet", ids), written("h.parquet", ids)
+    reordered = written("r.parquet", [pa.array(["t2", "t1"]), pa.array(["t3"])])
+    rebatched = written("b.parquet", [pa.array(["t1"]), pa.array(["t2", "t3"])])
+    undigested = written("u.parquet", ids, digest=False)
+    assert row_ids_digest(candidate) == row_ids_digest(champion) is not None
+    assert row_ids_digest(undigested) is None
+    assert row_ids_digest(reordered) != row_ids_digest(candidate)
+
+    reads: list[Path] = []
+    real_batches = prediction_files.batches
+    monkeypatch.setattr(
+        prediction_files,
+        "batches",
+        lambda path, columns: reads.append(path) or real_batches(path, columns),
+    )
+    assert same_rows_in_order(candidate, champion) and reads == []
+    # Without agreeing digests the ids are compared: the same ids in other batches, or a file
+    # from before digests, are still in order; other orders are not.
+    assert same_rows_in_order(candidate, rebatched) and reads
+    assert same_rows_in_order(undigested, candidate)
+    assert not same_rows_in_order(candidate, reordered)
 
 
 def write(path: Path, frame: pd.DataFrame) -> Path:
