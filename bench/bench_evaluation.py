@@ -20,6 +20,9 @@ machine swings by a third):
   HTML report and audit record, the MLflow run, and promotion.
 - ingest: validating the snapshot into `data_snapshot`, once per snapshot whatever the number of
   candidates (reported beside, not part of the candidate's evaluation).
+- Dagster alone: the evaluation job's shape (the same partitions, four steps, inputs, outputs and
+  blocking checks) with steps that do nothing, on the same instance: what orchestration costs
+  before any work, run after each of ours.
 
 Checked in the run: the candidate's stored scores equal the floor's `predict_proba` bit for bit;
 the evaluation reused the champion's stored predictions instead of predicting again; the verdict
@@ -81,13 +84,14 @@ def main() -> None:
             _publish(state, snapshot, n_rows)
             ingest = _worker("ingest", snapshot, state)
             _worker("champion_side", snapshot, state)
-            runs = []
+            runs, bare = [], []
             for _ in range(args.repeat if n_rows <= args.repeat_max_rows else 1):
                 floor = _worker("floor", snapshot, state)
                 ours = _worker("evaluate", snapshot, state)
                 _check(state, snapshot, floor, ours)
                 runs.append((floor, ours))
-            rows.append((n_rows, ingest, runs))
+                bare.append(_worker("orchestration", snapshot, state)["seconds"])
+            rows.append((n_rows, ingest, runs, statistics.median(bare)))
             print(f"{n_rows:,} rows done ({time.perf_counter() - started:.0f} s)", flush=True)
         _table(rows)
         print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s")
@@ -148,17 +152,17 @@ def _check(state: Path, snapshot: str, floor: dict[str, Any], ours: dict[str, An
     Path(floor["scores"]).unlink()
 
 
-def _table(rows: list[tuple[int, dict[str, Any], list[tuple[dict, dict]]]]) -> None:
+def _table(rows: list[tuple[int, dict[str, Any], list[tuple[dict, dict]], float]]) -> None:
     print("\n### One candidate's whole evaluation against load + candidate predict\n")
     print(
         "| rows | runs | floor: load + predict s | ours: whole evaluation s | ours / floor | "
         "ours / floor, each run | floor peak MB | ours peak MB | ours peak vs 1M | ingest s | "
-        "ingest peak MB |"
+        "ingest peak MB | Dagster alone s |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    medians = {n_rows: _medians(runs) for n_rows, _, runs in rows}
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    medians = {n_rows: _medians(runs) for n_rows, _, runs, _ in rows}
     reference = medians.get(1_000_000)
-    for n_rows, ingest, runs in rows:
+    for n_rows, ingest, runs, bare in rows:
         floor, ours = medians[n_rows]
         versus = f"{ours['peak_mb'] / reference[1]['peak_mb']:.2f}x" if reference else "n/a"
         each = ", ".join(f"{o['seconds'] / f['seconds']:.2f}x" for f, o in runs)
@@ -166,13 +170,13 @@ def _table(rows: list[tuple[int, dict[str, Any], list[tuple[dict, dict]]]]) -> N
             f"| {n_rows:,} | {len(runs)} | {floor['seconds']:.2f} | {ours['seconds']:.2f} | "
             f"{ours['seconds'] / floor['seconds']:.2f}x | {each} | {floor['peak_mb']:.0f} | "
             f"{ours['peak_mb']:.0f} | {versus} | {ingest['seconds']:.2f} | "
-            f"{ingest['peak_mb']:.0f} |"
+            f"{ingest['peak_mb']:.0f} | {bare:.2f} |"
         )
     print("\nWhere the evaluation's time goes (Dagster step durations, s; medians):\n")
-    steps = sorted({s for *_, runs in rows for _, ours in runs for s in ours["steps"]})
+    steps = sorted({s for _, _, runs, _ in rows for _, ours in runs for s in ours["steps"]})
     print("| rows | " + " | ".join(steps) + " | import + definitions (before the clock) |")
     print("|---:|" + "---:|" * (len(steps) + 1))
-    for n_rows, _, runs in rows:
+    for n_rows, _, runs, _ in rows:
         ours = [o for _, o in runs]
         cells = " | ".join(
             f"{statistics.median(o['steps'].get(s, float('nan')) for o in ours):.2f}" for s in steps
@@ -185,7 +189,9 @@ def _table(rows: list[tuple[int, dict[str, Any], list[tuple[dict, dict]]]]) -> N
         "the worker process's peak resident memory (VmHWM), imports included. Checked in every "
         "run: the candidate's stored scores equal predict_proba's bit for bit, the champion's "
         "stored predictions were reused (not predicted again), and the verdict carries paired "
-        "bootstrap intervals."
+        "bootstrap intervals. Dagster alone: the evaluation job's shape (the same partitions, "
+        "steps, inputs, outputs and blocking checks) with steps that do nothing, on the same "
+        "instance, run after each ours (median): what orchestration costs before any work."
     )
 
 
@@ -404,8 +410,140 @@ def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
     }
 
 
+def orchestration(snapshot: str, state: Path) -> dict[str, Any]:
+    """Dagster's own share of a run: the evaluation job's shape with steps that do nothing,
+    under their own asset keys, on the same SQLite instance, inputs loaded by a no-op IO
+    manager. The upstream partitions are materialized before the clock."""
+    from dagster import (
+        AssetCheckResult,
+        AssetCheckSpec,
+        AssetIn,
+        AssetKey,
+        AssetOut,
+        Definitions,
+        IOManager,
+        MaterializeResult,
+        Output,
+        asset,
+        define_asset_job,
+        in_process_executor,
+        multi_asset,
+    )
+
+    from eval_assets.core.criteria import load_criteria
+    from eval_assets.partitions import (
+        evaluation_key,
+        evaluation_partitions,
+        model_version_partitions,
+        snapshot_partitions,
+        version_key,
+    )
+
+    class NoIO(IOManager):
+        def handle_output(self, context: Any, obj: Any) -> None:
+            pass
+
+        def load_input(self, context: Any) -> dict[str, Any]:
+            return {}
+
+    _, _, instance = _code_location()
+    gates = [gate.name for gate in load_criteria(REPO / "criteria" / f"{MODEL}.yaml").gates]
+    pairs = evaluation_partitions(MODEL, DATASET)
+    key = lambda name: AssetKey(["dagster_alone", name])  # noqa: E731
+
+    # No annotations below: Dagster resolves them, and under `from __future__ import annotations`
+    # a class local to this function cannot be resolved from its name.
+    @asset(key=key("data_snapshot"), partitions_def=snapshot_partitions(DATASET))
+    def data_snapshot():
+        return {}
+
+    @asset(key=key("model_version"), partitions_def=model_version_partitions(MODEL))
+    def model_version():
+        return {}
+
+    @asset(
+        key=key("predictions"),
+        partitions_def=pairs,
+        ins={"model_version": AssetIn(key=key("model_version"))},
+        deps=[key("data_snapshot")],
+    )
+    def predictions(model_version):
+        return MaterializeResult()
+
+    @asset(key=key("slice_metrics"), partitions_def=pairs, deps=[key("predictions")])
+    def slice_metrics():
+        return {}
+
+    @multi_asset(
+        outs={
+            "gate_verdict": AssetOut(key=key("gate_verdict")),
+            "evaluation_report": AssetOut(key=key("evaluation_report")),
+        },
+        partitions_def=pairs,
+        deps=[key("predictions")],
+        ins={
+            "slice_metrics": AssetIn(key=key("slice_metrics")),
+            "model_version": AssetIn(key=key("model_version")),
+        },
+        check_specs=[
+            AssetCheckSpec(name, asset=key("gate_verdict"), blocking=True, partitions_def=pairs)
+            for name in gates
+        ],
+    )
+    def gate_verdict(slice_metrics, model_version):
+        yield Output({}, output_name="gate_verdict")
+        yield Output({}, output_name="evaluation_report")
+        for name in gates:
+            yield AssetCheckResult(asset_key=key("gate_verdict"), check_name=name, passed=True)
+
+    @asset(
+        key=key("promotion"),
+        partitions_def=pairs,
+        ins={"gate_verdict": AssetIn(key=key("gate_verdict"))},
+    )
+    def promotion(gate_verdict):
+        return {}
+
+    upstream = {
+        "dagster_alone_versions": (key("model_version"), version_key(MODEL, CANDIDATE)),
+        "dagster_alone_snapshots": (key("data_snapshot"), snapshot),
+    }
+    job = define_asset_job(
+        "dagster_alone",
+        selection=[
+            key(n)
+            for n in (
+                "predictions",
+                "slice_metrics",
+                "gate_verdict",
+                "evaluation_report",
+                "promotion",
+            )
+        ],
+        executor_def=in_process_executor,
+    )
+    jobs = [job] + [
+        define_asset_job(name, selection=[asset_key], executor_def=in_process_executor)
+        for name, (asset_key, _) in upstream.items()
+    ]
+    defs = Definitions(
+        assets=[data_snapshot, model_version, predictions, slice_metrics, gate_verdict, promotion],
+        jobs=jobs,
+        resources={"io_manager": NoIO()},
+    )
+    for name, (_, partition) in upstream.items():
+        _run(defs, instance, name, partition)
+    partition = evaluation_key(version_key(MODEL, CANDIDATE), snapshot)
+    start = time.perf_counter()
+    result = _run(defs, instance, "dagster_alone", partition)
+    seconds = time.perf_counter() - start
+    assert result.success
+    return {"seconds": seconds}
+
+
 WORKERS = {
     "prepare": prepare,
+    "orchestration": orchestration,
     "ingest": ingest,
     "champion_side": champion_side,
     "floor": floor,
