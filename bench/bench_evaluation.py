@@ -90,7 +90,7 @@ def main() -> None:
                 ours = _worker("evaluate", snapshot, state)
                 _check(state, snapshot, floor, ours)
                 runs.append((floor, ours))
-                bare.append(_worker("orchestration", snapshot, state)["seconds"])
+                bare.append(_worker("dagster_alone", snapshot, state)["seconds"])
             rows.append((n_rows, ingest, runs, statistics.median(bare)))
             print(f"{n_rows:,} rows done ({time.perf_counter() - started:.0f} s)", flush=True)
         _table(rows)
@@ -410,7 +410,7 @@ def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
     }
 
 
-def orchestration(snapshot: str, state: Path) -> dict[str, Any]:
+def dagster_alone(snapshot: str, state: Path) -> dict[str, Any]:
     """Dagster's own share of a run: the evaluation job's shape with steps that do nothing,
     under their own asset keys, on the same SQLite instance, inputs loaded by a no-op IO
     manager. The upstream partitions are materialized before the clock."""
@@ -543,7 +543,7 @@ def orchestration(snapshot: str, state: Path) -> dict[str, Any]:
 
 WORKERS = {
     "prepare": prepare,
-    "orchestration": orchestration,
+    "dagster_alone": dagster_alone,
     "ingest": ingest,
     "champion_side": champion_side,
     "floor": floor,
