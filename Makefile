@@ -9,9 +9,9 @@ RUN := $(UV) run --frozen
 
 .PHONY: setup demo test test-fast ui eval bench lint schema home clean
 
-setup:  ## install uv if missing, then the locked environment
+setup:  ## install uv if missing, then the locked environment (with the postgres extra: tests use it)
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra postgres
 
 home:
 	@mkdir -p $(DAGSTER_HOME)
@@ -22,6 +22,7 @@ demo: setup home  ## the main job on embedded defaults: no servers needed
 
 test: setup  ## every test suite, with the real services they start themselves
 	bash .ci/install-browser
+	bash .ci/install-postgres
 	$(RUN) python -m pytest -q -p no:cacheprovider; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 

@@ -1,5 +1,7 @@
 """The asset graph against the real MLflow library on a SQLite store (no server): the champion
-alias, version tags and tracking runs are MLflow's own, driven by the project's sensors."""
+alias, version tags and tracking runs are MLflow's own, driven by the project's sensors. The tests
+that drive it run twice: on an ephemeral Dagster instance, and on one whose `dagster.yaml` keeps
+its storage in a real PostgreSQL server (dagster-postgres, the production setting)."""
 
 from __future__ import annotations
 
@@ -11,20 +13,42 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from dagster import AssetKey, DagsterInstance
+import yaml
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 from mlflow.tracking import MlflowClient
 
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.demo.run import drive
 from eval_assets.resources.registry import EVAL_KEY_TAG
 from eval_assets_tests.support.factories import DATASET, MODEL, golden_frame, train, write_criteria
+from eval_assets_tests.support.postgres import connect, postgres_server
 
 pytestmark = pytest.mark.integration
 SNAPSHOT = "snap-001"
 
 
+@pytest.fixture(scope="module", params=["ephemeral", "postgres"])
+def instance_storage(request: pytest.FixtureRequest):
+    """None for an ephemeral instance, else the URL of an empty PostgreSQL database."""
+    if request.param == "ephemeral":
+        yield None
+        return
+    with postgres_server() as url:
+        yield url
+
+
+def instance_on(storage: str | None, home: Path) -> DagsterInstance:
+    if storage is None:
+        return DagsterInstance.ephemeral()
+    # As README "Environments" says to configure it: the driver named in the URL.
+    settings = {"storage": {"postgres": {"postgres_url": storage}}, "telemetry": {"enabled": False}}
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    return DagsterInstance.from_config(str(home))
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory):
+def env(tmp_path_factory: pytest.TempPathFactory, instance_storage: str | None):
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     settings = Settings.from_env(
@@ -35,7 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
         }
     )
     defs = build_definitions(settings)
-    instance = DagsterInstance.ephemeral()
+    instance = instance_on(instance_storage, tmp / "dagster_home")
     defs.resources["snapshot_store"].publish(DATASET, SNAPSHOT, golden_frame())
     drive(defs, instance, f"{MODEL}_snapshot_sensor")
     mlflow.set_tracking_uri(uri)
@@ -52,6 +76,7 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 
     yield defs, instance, client, register
     mlflow.set_tracking_uri(None)
+    instance.dispose()
 
 
 def evaluation_runs(client: MlflowClient) -> list:
@@ -124,6 +149,45 @@ def test_loading_a_version_through_mlflow_does_not_look_like_a_changed_artifact(
         partition_key=f"{MODEL}.v2|{SNAPSHOT}", instance=instance, raise_on_error=False
     )
     assert result.success
+
+
+def test_runs_and_gate_results_are_kept_by_the_configured_storage(env, instance_storage):
+    _, instance, _, _ = env
+    runs = instance.get_runs()
+    evaluations = [r for r in runs if r.job_name == f"{MODEL}_evaluation_job"]
+    assert {r.status for r in evaluations} == {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE}
+    # The blocking checks' results, read back through the instance.
+    check_events = [
+        e
+        for r in evaluations
+        for e in instance.all_logs(r.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    assert any(not e.dagster_event.event_specific_data.passed for e in check_events)
+    if instance_storage is None:
+        assert instance.is_ephemeral
+        return
+    # Straight from PostgreSQL: every run and its events are there, not in a local fallback.
+    connection = connect(instance_storage)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM runs")
+            assert cursor.fetchone()[0] == len(runs)
+            cursor.execute(
+                "SELECT count(*) FROM event_logs WHERE dagster_event_type = %s",
+                (DagsterEventType.ASSET_CHECK_EVALUATION.value,),
+            )
+            assert cursor.fetchone()[0] == len(check_events)
+    finally:
+        connection.close()
+
+
+def test_a_plain_postgresql_url_selects_a_driver_that_is_not_installed(tmp_path):
+    """Why README "Environments" names psycopg2 in the URL: SQLAlchemy 2.1 maps a plain
+    `postgresql://` to psycopg 3, which dagster-postgres does not install (no server needed)."""
+    settings = {"storage": {"postgres": {"postgres_url": "postgresql://u@127.0.0.1:9/d"}}}
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    with pytest.raises(ModuleNotFoundError, match="psycopg"):
+        DagsterInstance.from_config(str(tmp_path))
 
 
 def test_definitions_load_with_no_environment_and_no_network():
