@@ -71,15 +71,16 @@ def postgres_server(database: str = "dagster") -> Iterator[str]:
     port = free_port()
     started = False
     try:
-        subprocess.run(
+        initdb = subprocess.run(
             _as_server_user(
                 [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
                 + ["-E", "UTF8", "--no-sync"]
             ),
-            check=True,
             capture_output=True,
             text=True,
         )
+        if initdb.returncode != 0:
+            pytest.fail(f"initdb failed in {folder}: {initdb.stderr or initdb.stdout}")
         options = (
             f"-c listen_addresses={HOST} -p {port} -c unix_socket_directories={folder} -c fsync=off"
         )
