@@ -569,18 +569,27 @@ class Approach:
     repeat: int
 
 
+# Runs of under a few seconds are timed several times: on this shared machine a fresh process's
+# first seconds run slower (at 1M rows, (a) took 0.80, 0.74, 0.69, then 0.47 to 0.52 s; the
+# floor 0.42, 0.42, 0.30, then 0.27 to 0.34 s), so a best of three could still be a warm-up run.
+QUICK_REPEAT = 7
+
 APPROACHES: dict[str, Approach] = {
-    "a": Approach("(a) eval_assets slice_metrics x2 + fairness_metrics", _plain(ours), 3),
+    "a": Approach(
+        "(a) eval_assets slice_metrics x2 + fairness_metrics", _plain(ours), QUICK_REPEAT
+    ),
     "g": Approach(
         "(g) ours, streamed: eval_assets streamed_metrics x2, 100k-row batches, bounded memory",
         prepare_streamed,
-        1,
+        QUICK_REPEAT,
     ),
     "b": Approach("(b) pandas groupby + sklearn loop", _plain(pandas_sklearn), 1),
     "c": Approach("(c) fairlearn MetricFrame", _plain(fairlearn_frames), 1),
-    "d": Approach("(d) eval_assets paired_bootstrap, 1000 resamples", _plain(bootstrap), 1),
+    "d": Approach("(d) eval_assets paired_bootstrap, 1000 resamples", _plain(bootstrap), 3),
     "e": Approach("(e) mlflow.models.evaluate per slice x2 + per age band", prepare_mlflow, 1),
-    "f": Approach("(f) vectorized floor: argsort + masked bincount per slice", _plain(floor), 3),
+    "f": Approach(
+        "(f) vectorized floor: argsort + masked bincount per slice", _plain(floor), QUICK_REPEAT
+    ),
 }
 
 
@@ -678,16 +687,24 @@ def report(n_rows: int, runs: dict[str, Measurement], caps: dict[str, int]) -> N
     print()
     for line in check_agreement(runs):
         print(f"- {line}")
-    near_floor = ours_wall / floor_wall
-    verdict = "met" if near_floor <= 2 else "NOT met"
-    targets = f"(a) within 2x of (f): {near_floor:.2f}x, {verdict}"
-    if "b" in runs:
-        speedup = runs["b"].wall / ours_wall
-        verdict = "met" if speedup >= 15 else "NOT met"
-        targets += f"; (a) at least 15x faster than (b): {speedup:.1f}x, {verdict}"
-    else:
-        targets += "; (a) at least 15x faster than (b): (b) not run at this size"
-    print(f"- Targets (measured, not asserted; the issue sets them at 1M rows): {targets}.")
+    # Both of ours: the core the command line tool runs, and the streamed path the assets run.
+    targets = []
+    for key in ("a", "g"):
+        wall = runs[key].wall
+        near_floor = wall / floor_wall
+        verdict = "met" if near_floor <= 2 else "NOT met"
+        targets.append(f"({key}) within 2x of (f): {near_floor:.2f}x, {verdict}")
+        if "b" in runs:
+            speedup = runs["b"].wall / wall
+            verdict = "met" if speedup >= 15 else "NOT met"
+            targets.append(f"({key}) at least 15x faster than (b): {speedup:.1f}x, {verdict}")
+        else:
+            targets.append(f"({key}) at least 15x faster than (b): (b) not run at this size")
+    print(
+        "- Targets (measured, not asserted; the issue sets them at 1M rows): "
+        + "; ".join(targets)
+        + "."
+    )
 
 
 NOTES = """
@@ -697,8 +714,8 @@ Notes:
   the slice masks before anything is measured. *peak MiB* is that process's peak resident set
   (VmHWM, reset just before the approach) while the approach ran, so it includes the interpreter,
   the libraries, the data and the masks; *extra MiB over data* is the peak minus the resident set
-  just before the approach. Wall and CPU seconds are the best of 3 runs for (a) and (f), 1 for the
-  others.
+  just before the approach. Wall and CPU seconds are the best of 7 runs for (a), (g) and (f), of
+  3 for (d) and of 1 for the others (each takes seconds to minutes).
 - (e) is MLflow 3.17.2's default classifier evaluator: one mlflow.models.evaluate per slice and
   model (44 calls) and one per age band for the candidate (5 calls), each in its own run of a
   throwaway SQLite tracking store in a temporary directory. MLflow has no slicing and no fairness
