@@ -503,8 +503,9 @@ def score_snapshot(
         model_columns = list(dict.fromkeys([*features, contract.label_column]))
         read = list(dict.fromkeys([*model_columns, contract.id_column, *keep]))
         stored = _predictions_schema(schema, contract.id_column, keep)
-        # Ids are unique: a dictionary for them would only be tried and dropped.
-        encoded = [name for name in stored.names if name != ROW_ID]
+        # Ids are unique and floats (scores, amounts) nearly so: a dictionary for them would be
+        # built page by page only to be dropped, which took 40% of the writing time at 1M rows.
+        encoded = [f.name for f in stored if f.name != ROW_ID and not pa.types.is_floating(f.type)]
         # Only the writing is inside `writing`: an error there (a full disk) names this file.
         with (
             store.writing(destination) as written,

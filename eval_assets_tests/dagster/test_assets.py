@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance
 
@@ -197,6 +198,27 @@ def test_predictions_files_of_one_snapshot_carry_the_same_ids_digest(world: Worl
             assert local is not None, path
             digests.append(row_ids_digest(local))
     assert digests[0] is not None and digests[0] == digests[1]
+
+
+def test_predictions_files_dictionary_encode_keys_but_not_ids_or_floats(world: World):
+    # A dictionary tried on nearly unique values is built page by page and dropped: it made
+    # writing the file 40% slower at 1M rows. Text keys and labels keep theirs (a few bytes a row).
+    if not world.materialized("predictions", 1):  # run alone
+        assert world.evaluate(1).success
+    path = f"{MODEL}/predictions/{MODEL}.v1/{SNAPSHOT}.parquet"
+    with world.store.local_file(path) as local:
+        assert local is not None, path
+        metadata = pq.ParquetFile(local).metadata
+    group = metadata.row_group(0)
+    encodings = {
+        group.column(i).path_in_schema: set(group.column(i).encodings)
+        for i in range(group.num_columns)
+    }
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    for column in ("row_id", "score", "amount"):
+        assert not encodings[column] & dictionary, (column, encodings[column])
+    for column in ("label", "country", "merchant_category", "customer_age_band"):
+        assert encodings[column] & dictionary, (column, encodings[column])
 
 
 def test_blocked_evaluation_still_gets_its_report_and_a_write_once_audit_record(world: World):
