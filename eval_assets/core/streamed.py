@@ -418,10 +418,9 @@ class _Ranking:
             if j == 0:  # the overall slice holds every row
                 rows_above, rows_through, support = starts, ends, len(score)
             else:
-                positions = np.flatnonzero(mask)
-                rows_above = np.searchsorted(positions, starts)
-                rows_through = np.searchsorted(positions, ends)
-                support = len(positions)
+                rows_before = _RowsBefore(mask)
+                rows_above, rows_through = rows_before(starts), rows_before(ends)
+                support = rows_before.total
             pos_through = np.searchsorted(positives, ends)
             neg_above = rows_above - np.searchsorted(positives, starts)
             neg_through = rows_through - pos_through
@@ -516,6 +515,28 @@ class _Ranking:
         roc = roc[:, thin_curve(roc[0], roc[1])]
         pr = pr[:, thin_curve(pr[0], pr[1])]
         return {"fpr": roc[0], "tpr": roc[1], "recall": pr[0], "precision": pr[1]}
+
+
+class _RowsBefore:
+    """How many rows of a mask come before given positions: the mask as 64-bit words with a
+    running count per word, so a look-up is one word's popcount (finding the mask's rows, as
+    `np.flatnonzero` does, writes eight bytes per row and took 40% of the ranking)."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        n_words = len(mask) // 64 + 1  # one more word, for positions at the very end
+        packed = np.zeros(8 * n_words, dtype=np.uint8)
+        bytes_ = np.packbits(mask, bitorder="little")
+        packed[: len(bytes_)] = bytes_
+        self.words = packed.view("<u8")
+        counts = np.bitwise_count(self.words)
+        self.before_word = np.zeros(n_words, dtype=np.int64)
+        np.cumsum(counts[:-1], out=self.before_word[1:])
+        self.total = int(self.before_word[-1]) + int(counts[-1])
+
+    def __call__(self, positions: np.ndarray) -> np.ndarray:
+        word = positions >> 6
+        below = (np.uint64(1) << (positions & 63).astype(np.uint64)) - np.uint64(1)
+        return self.before_word[word] + np.bitwise_count(self.words[word] & below)
 
 
 def _quantile_ranks(n: int, levels: np.ndarray) -> tuple[int, np.ndarray, set[int]]:

@@ -345,6 +345,19 @@ def test_more_than_64_slices_use_a_second_membership_word():
     assert got.slices.loc["late", "support"] == (rows.frame["hour"] >= 22).sum()
 
 
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 128, 1_000, 4_097])
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
+def test_rows_before_counts_a_masks_rows_before_every_position(n, density):
+    """The ranking's per-slice counts come from 64-bit words and popcounts: at every position,
+    word boundaries and the very end included, they equal a running count of the mask."""
+    mask = np.random.default_rng(n).random(n) < density
+    rows_before = streamed_module._RowsBefore(mask)
+    positions = np.arange(n + 1)
+    expected = np.concatenate([[0], np.cumsum(mask)])
+    np.testing.assert_array_equal(rows_before(positions), expected)
+    assert rows_before.total == mask.sum()
+
+
 def test_missing_fairness_value_is_the_group_none():
     """A row without an age band counts in the group "None", in both computations."""
     rows = make_rows(20_000, seed=14, decimals=2)
