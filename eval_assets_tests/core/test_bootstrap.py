@@ -15,7 +15,12 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from eval_assets.core import bootstrap as bootstrap_module
-from eval_assets.core.bootstrap import INTERVAL_COLUMNS, BootstrapConfig, paired_bootstrap
+from eval_assets.core.bootstrap import (
+    INTERVAL_COLUMNS,
+    Binning,
+    BootstrapConfig,
+    paired_bootstrap,
+)
 from eval_assets.core.metrics import (
     FAIRNESS_METRICS,
     METRIC_NAMES,
@@ -288,3 +293,17 @@ def test_champion_of_another_length_is_refused(data) -> None:
     y, candidate, champion, slices, _ = data
     with pytest.raises(ValueError, match="rows"):
         paired_bootstrap(y, candidate, champion[:-1], slices, THRESHOLD, BootstrapConfig(10))
+
+
+@pytest.mark.parametrize("n_edges", [1, 25, 255, 256, 400])
+def test_a_scores_bin_counts_the_edges_at_or_below_it(n_edges) -> None:
+    """Few edges are counted by comparison, many by binary search: either way a score on an
+    edge goes to the bin above it, as `np.searchsorted(edges, score, side="right")` puts it."""
+    rng = np.random.default_rng(n_edges)
+    edges = np.unique(rng.random(n_edges))
+    binning = Binning(edges, 1)
+    scores = np.concatenate([rng.random(5_000), edges, [0.0, 1.0], np.nextafter(edges, 0)])
+    bins = binning.bins_of(scores)
+    assert bins.dtype == np.int32
+    np.testing.assert_array_equal(bins, np.searchsorted(edges, scores, side="right"))
+    np.testing.assert_array_equal(binning.bins_of(edges), np.arange(1, len(edges) + 1))
