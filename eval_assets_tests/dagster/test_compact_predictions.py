@@ -7,6 +7,7 @@ alignment must come out exactly as they would from plain text columns.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,38 @@ def test_criteria_without_resamples_give_a_verdict_without_intervals(criteria, t
     assert [(g.name, g.passed) for g in result.verdict.gates] == [
         (g.name, g.passed) for g in plain.verdict.gates
     ]
+
+
+def test_batches_are_read_ahead_on_another_thread_in_order_and_errors_come_through():
+    """The metric steps read the next batch while they count the current one: the items come in
+    order from a worker thread, an error in the source reaches the caller as itself, and a
+    caller that stops early leaves no worker running and the source closed."""
+    threads: list[str] = []
+    closed: list[bool] = []
+
+    def source(n: int, fail_at: int | None = None):
+        try:
+            for k in range(n):
+                threads.append(threading.current_thread().name)
+                if k == fail_at:
+                    raise ValueError(f"bad batch {k}")
+                yield k
+        finally:
+            closed.append(True)
+
+    assert list(prediction_files._read_ahead(source(5))) == [0, 1, 2, 3, 4]
+    assert threads and all(name.startswith("read-ahead") for name in threads)
+    assert threading.current_thread().name not in threads
+
+    got = []
+    with pytest.raises(ValueError, match="bad batch 2"):
+        for item in prediction_files._read_ahead(source(5, fail_at=2)):
+            got.append(item)
+    assert got == [0, 1]
+
+    closed.clear()
+    reader = prediction_files._read_ahead(source(1_000))
+    assert next(reader) == 0
+    reader.close()
+    assert closed == [True]
+    assert not any(t.name.startswith("read-ahead") for t in threading.enumerate())
