@@ -82,6 +82,7 @@ from eval_assets.prediction_files import (
     champion_scores,
     frames,
     paired_batches,
+    read_ahead,
     rows_in,
     same_rows_in_order,
     score_batches,
@@ -512,8 +513,10 @@ def score_snapshot(
             pq.ParquetWriter(written, stored, use_dictionary=encoded) as writer,
         ):
             ids_digest = RowIdsDigest()
-            for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read):
-                frame = batch.select(model_columns).to_pandas()
+            for batch, frame in read_ahead(
+                (batch, batch.select(model_columns).to_pandas())
+                for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read)
+            ):
                 if contract.id_column not in frame.columns:  # it names rows in score errors
                     ids = batch.column(contract.id_column)
                     frame[contract.id_column] = ids.to_pandas(types_mapper=ARROW_STRINGS.get)

@@ -89,7 +89,7 @@ def paired_batches(
 
     The next batch is read and sliced on another thread while the caller works on this one:
     Parquet decoding and most of numpy release the GIL, and the two take about as long."""
-    return _read_ahead(_paired_batches(plan, path, key_columns, other))
+    return read_ahead(_paired_batches(plan, path, key_columns, other))
 
 
 def _paired_batches(
@@ -118,7 +118,7 @@ def _paired_batches(
 _END = object()
 
 
-def _read_ahead(items: Iterator[T]) -> Iterator[T]:
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """`items`, each produced on a worker thread while the caller holds the one before (one
     item ahead: memory holds at most three). An error in `items` reaches the caller as itself;
     a caller that stops early waits for the item in progress, and no thread is left."""

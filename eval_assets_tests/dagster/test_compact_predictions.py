@@ -324,18 +324,18 @@ def test_batches_are_read_ahead_on_another_thread_in_order_and_errors_come_throu
         finally:
             closed.append(True)
 
-    assert list(prediction_files._read_ahead(source(5))) == [0, 1, 2, 3, 4]
+    assert list(prediction_files.read_ahead(source(5))) == [0, 1, 2, 3, 4]
     assert threads and all(name.startswith("read-ahead") for name in threads)
     assert threading.current_thread().name not in threads
 
     got = []
     with pytest.raises(ValueError, match="bad batch 2"):
-        for item in prediction_files._read_ahead(source(5, fail_at=2)):
+        for item in prediction_files.read_ahead(source(5, fail_at=2)):
             got.append(item)
     assert got == [0, 1]
 
     closed.clear()
-    reader = prediction_files._read_ahead(source(1_000))
+    reader = prediction_files.read_ahead(source(1_000))
     assert next(reader) == 0
     reader.close()
     assert closed == [True]
