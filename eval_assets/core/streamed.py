@@ -18,6 +18,7 @@ import math
 import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,15 +114,21 @@ def streamed_metrics(
             totals.add(y, score, bits, batch.groups, threshold)
             yield pa.record_batch([pa.array(score), pa.array(y), *bits], schema=schema)
 
-    with tempfile.TemporaryDirectory(dir=workdir, prefix="sort-") as folder:
+    with (
+        # The overall curve is thinned on this thread while the next sorted chunk is reduced.
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="curve") as drawer,
+        tempfile.TemporaryDirectory(dir=workdir, prefix="sort-") as folder,
+    ):
         ranking: _Ranking | None = None
         for score, y, bits in _sorted(records(), schema, Path(folder)):
             if ranking is None:  # every batch has been counted once the sorted rows flow
-                ranking = _Ranking(totals.positives, totals.support - totals.positives, bins)
+                ranking = _Ranking(
+                    totals.positives, totals.support - totals.positives, bins, drawer
+                )
             ranking.add(score, y, _unpack(bits, len(names)))
-    if ranking is None:
-        ranking = _Ranking(totals.positives, totals.support - totals.positives, bins)
-    ranking.finish()
+        if ranking is None:
+            ranking = _Ranking(totals.positives, totals.support - totals.positives, bins, drawer)
+        ranking.finish()
 
     counts = totals.counts()
     rates = confusion_metrics(counts["tp"], counts["fp"], counts["tn"], counts["fn"])
@@ -347,7 +354,13 @@ class _Ranking:
     (not rows) until a lower score shows up: memory stays one chunk, whatever the ties.
     """
 
-    def __init__(self, positives: np.ndarray, negatives: np.ndarray, bins: int) -> None:
+    def __init__(
+        self,
+        positives: np.ndarray,
+        negatives: np.ndarray,
+        bins: int,
+        drawer: Executor,
+    ) -> None:
         self.n_pos = positives
         self.n_neg = negatives
         n_slices = len(positives)
@@ -366,6 +379,8 @@ class _Ranking:
         self.roc: list[np.ndarray] = []
         self.pr: list[np.ndarray] = []
         self.vertices: list[tuple[np.ndarray, np.ndarray]] = []
+        self.drawer = drawer
+        self.drawing: Future[None] | None = None
 
     def add(self, score: np.ndarray, y: np.ndarray, members: np.ndarray) -> None:
         self._order_statistics(score, y)
@@ -398,6 +413,9 @@ class _Ranking:
             self._close(pos, neg)
             self.pending = None
         self._draw()
+        if self.drawing is not None:
+            self.drawing.result()
+            self.drawing = None
 
     def _groups(self, score: np.ndarray, positive: np.ndarray, members: np.ndarray) -> None:
         """Whole tie groups (none continues past these rows).
@@ -454,13 +472,19 @@ class _Ranking:
             self.vertices.append((through_neg[:1].copy(), through_pos[:1].copy()))
 
     def _draw(self) -> None:
-        """Turn the overall slice's new vertices into thinned ROC and PR points."""
-        if not self.vertices or self.n_pos[0] == 0 or self.n_neg[0] == 0:
-            self.vertices = []
+        """Turn the overall slice's new vertices into thinned ROC and PR points, on the drawer's
+        thread while the next chunk is reduced: one chunk's at a time, so the curves are built in
+        chunk order and memory holds the vertices of two chunks at most."""
+        vertices, self.vertices = self.vertices, []
+        if not vertices or self.n_pos[0] == 0 or self.n_neg[0] == 0:
             return
-        fps = np.concatenate([v[0] for v in self.vertices])
-        tps = np.concatenate([v[1] for v in self.vertices])
-        self.vertices = []
+        if self.drawing is not None:
+            self.drawing.result()
+        self.drawing = self.drawer.submit(self._thin, vertices)
+
+    def _thin(self, vertices: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        fps = np.concatenate([v[0] for v in vertices])
+        tps = np.concatenate([v[1] for v in vertices])
         fpr, tpr = fps / self.n_neg[0], tps / self.n_pos[0]
         precision = tps / (tps + fps)
         if not self.roc:  # the curves start at the origin (PR at the first precision)
