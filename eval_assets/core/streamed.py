@@ -112,7 +112,12 @@ def streamed_metrics(
             y, score = validate_inputs(batch.y, batch.score)
             bits = _pack(batch.members, n_bytes)
             totals.add(y, score, bits, batch.groups, threshold)
-            yield pa.record_batch([pa.array(score), pa.array(y), *bits], schema=schema)
+            # Each batch in score order: the sort of all rows then merges sorted runs, and the
+            # batches are sorted while the next one is read (the sort releases the GIL).
+            order = np.argsort(-score)
+            yield pa.record_batch(
+                [pa.array(score[order]), pa.array(y[order]), *bits[:, order]], schema=schema
+            )
 
     with (
         # The overall curve is thinned on this thread while the next sorted chunk is reduced.
