@@ -29,7 +29,7 @@ from eval_assets.core.criteria import load_criteria
 from eval_assets.core.evaluation import evaluate, to_json
 from eval_assets.core.models import PREDICT_BATCH_ROWS
 from eval_assets.core.report import confusion_matrices_png, roc_pr_curves_png
-from eval_assets.core.slicing import build_slices, fairness_groups
+from eval_assets.core.slicing import build_slices, fairness_groups, plan_slices
 from eval_assets.prediction_files import (
     RowIdsDigest,
     batches,
@@ -340,3 +340,47 @@ def test_batches_are_read_ahead_on_another_thread_in_order_and_errors_come_throu
     reader.close()
     assert closed == [True]
     assert not any(t.name.startswith("read-ahead") for t in threading.enumerate())
+
+
+def test_the_slice_plan_of_a_file_equals_the_plan_of_its_frames(tmp_path, monkeypatch):
+    """`slice_plan` finds each column's distinct values in Arrow instead of planning over every
+    batch in pandas: the same value slices and groups, in the same order, with batches whose
+    dictionaries differ, a value seen only in the last batch, missing groups and a numeric
+    `by` column."""
+    monkeypatch.setattr(prediction_files, "PREDICT_BATCH_ROWS", 1_000)
+    criteria = load_criteria(
+        write_criteria(
+            tmp_path,
+            slices=[{"name": "night", "where": "hour < 6"}, {"by": "country"}, {"by": "hour"}],
+        )
+    )
+    text = pa.dictionary(pa.int32(), pa.string())
+    schema = pa.schema([("country", text), ("hour", pa.int64()), ("customer_age_band", text)])
+    path = tmp_path / "p.parquet"
+    rng = np.random.default_rng(7)
+    with pq.ParquetWriter(path, schema) as writer:
+        for part, countries in enumerate([["US", "FR"], ["FR", "BR"], ["US", "NG"]]):
+            bands = rng.choice(["65+", "18-25", None], 1_500).tolist()
+            if part != 1:
+                bands = [band or "26-35" for band in bands]  # missing groups in one batch only
+            writer.write_table(
+                pa.table(
+                    {
+                        "country": pa.array(rng.choice(countries, 1_500)).dictionary_encode(),
+                        "hour": rng.integers(0, 23 if part < 2 else 24, 1_500),
+                        "customer_age_band": pa.array(bands).dictionary_encode(),
+                    },
+                    schema=schema,
+                )
+            )
+    columns = ["country", "hour", "customer_age_band"]
+    assert len(list(batches(path, columns))) > 3
+    got = prediction_files.slice_plan(criteria, path)
+    expected = plan_slices(criteria, prediction_files.frames(path, columns))
+    assert got.names == expected.names
+    assert "hour=23" in got.names and "country=NG" in got.names
+    assert {k: v.tolist() for k, v in got.values.items()} == {
+        k: v.tolist() for k, v in expected.values.items()
+    }
+    assert got.groups["customer_age_band"].tolist() == ["18-25", "26-35", "65+", "None"]
+    assert got.groups["customer_age_band"].tolist() == expected.groups["customer_age_band"].tolist()
