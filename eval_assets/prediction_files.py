@@ -65,10 +65,11 @@ def slice_plan(criteria: Criteria, path: Path) -> SlicePlan:
     """The slices and fairness groups of a predictions file (reads only the columns that decide
     which value slices and groups exist)."""
     by = [s.by for s in criteria.slices if not isinstance(s, PredicateSlice)]
-    return plan_slices(criteria, _distinct(path, list(dict.fromkeys([*by, *criteria.fairness]))))
+    columns = list(dict.fromkeys([*by, *criteria.fairness]))
+    return plan_slices(criteria, _distinct_values(path, columns))
 
 
-def _distinct(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+def _distinct_values(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     """One frame of the file's distinct values of each column (none for an empty file), typed
     as `frames` types them; shorter columns repeat their first value, which adds no slice or
     group. Found in Arrow batch by batch: converting every batch to pandas took twice as long."""
