@@ -279,13 +279,20 @@ def _sorted_in_memory(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     if not held:
         return
+    runs = len(held)
     table = pa.Table.from_batches(held)
     held.clear()
     columns = [column.to_numpy() for column in table.columns]
     del table
-    order = np.argsort(-columns[0])
-    for start in range(0, len(order), _SORTED_CHUNK):
-        rows = order[start : start + _SORTED_CHUNK]
+    # Each batch comes sorted (`streamed_metrics` sorts it as it counts it): the argsort merges
+    # sorted runs, and a single batch is in order already.
+    order = np.argsort(-columns[0]) if runs > 1 else None
+    for start in range(0, len(columns[0]), _SORTED_CHUNK):
+        rows = (
+            slice(start, start + _SORTED_CHUNK)
+            if order is None
+            else order[start : start + _SORTED_CHUNK]
+        )
         yield columns[0][rows], columns[1][rows], np.stack([c[rows] for c in columns[2:]])
 
 
