@@ -64,7 +64,7 @@ from eval_assets.core.report import (
     roc_pr_png,
 )
 from eval_assets.core.slicing import OVERALL
-from eval_assets.core.streamed import SortedSummary, streamed_metrics
+from eval_assets.core.streamed import SortedSummary, streamed_metrics, unpack_slices
 from eval_assets.partitions import (
     SNAPSHOT_DIM,
     evaluation_partitions,
@@ -676,7 +676,8 @@ def evaluate_and_draw(
             other = None if champion is None else champion_scores(candidate, champion, in_order)
             for batch, champion_batch in paired_batches(plan, candidate, keys, other):
                 models = [batch.score] if champion_batch is None else [batch.score, champion_batch]
-                cells.add(batch.y, models, batch.members, batch.groups)
+                members = unpack_slices(batch.bits, len(plan.names))
+                cells.add(batch.y, models, members, batch.groups)
             intervals = cells.intervals([s.metrics.slices for s in summaries], config)
         metrics = [s.metrics for s in summaries]
         champion_metrics = metrics[1] if len(metrics) > 1 else None

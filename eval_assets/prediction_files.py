@@ -140,7 +140,7 @@ def _paired_batches(
         batch = ScoreBatch(
             frame[LABEL].to_numpy(),
             frame[SCORE].to_numpy(),
-            plan.members(frame),
+            plan.bits(frame),
             plan.group_codes(frame),
         )
         if taken is None:

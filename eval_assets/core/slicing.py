@@ -86,6 +86,33 @@ class SlicePlan:
                 j += 1
         return out
 
+    def bits(self, frame: pd.DataFrame) -> np.ndarray:
+        """`members` as bit sets, bytes x rows: byte k holds slices 8k to 8k + 7, lowest bit
+        first. Made directly, without the rows x slices booleans: a value slice's bit is looked
+        up by the row's value code, one look-up per byte that a column's values span."""
+        from eval_assets.core.criteria import PredicateSlice
+
+        out = np.zeros((max(1, -(-len(self.slices) // 8)), len(frame)), dtype=np.uint8)
+        out[0] |= 1  # the overall slice
+        j = 1
+        for spec in self.criteria.slices:
+            if isinstance(spec, PredicateSlice):
+                holds = evaluate_predicate(parse_predicate(spec.where), frame)
+                out[j // 8] |= holds.view(np.uint8) << (j % 8)
+                j += 1
+                continue
+            values = self.values[spec.by]
+            codes = _codes_in(frame[spec.by], values)
+            positions = j + np.arange(len(values))
+            for byte in np.unique(positions // 8):
+                # Each code's bit in this byte; the last entry, for code -1 (missing), is none.
+                lookup = np.zeros(len(values) + 1, dtype=np.uint8)
+                here = positions // 8 == byte
+                lookup[:-1][here] = np.left_shift(1, positions[here] % 8)
+                out[byte] |= lookup[codes]
+            j += len(values)
+        return out
+
     def group_codes(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """Each fairness attribute's group per row, as an index into `groups[attribute]`."""
         codes = {}

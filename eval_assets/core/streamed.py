@@ -58,12 +58,13 @@ _SORTED_CHUNK = 1 << 18
 
 @dataclass(frozen=True)
 class ScoreBatch:
-    """Consecutive rows of one model's evaluation: labels, scores, slice membership (rows x
-    slices, in the plan's slice order) and each fairness attribute's group index."""
+    """Consecutive rows of one model's evaluation: labels, scores, slice membership as bit sets
+    (bytes x rows, in the plan's slice order: `SlicePlan.bits`) and each fairness attribute's
+    group index."""
 
     y: np.ndarray
     score: np.ndarray
-    members: np.ndarray
+    bits: np.ndarray
     groups: Mapping[str, np.ndarray]
 
 
@@ -110,7 +111,12 @@ def streamed_metrics(
     def records() -> Iterator[pa.RecordBatch]:
         for batch in batches:
             y, score = validate_inputs(batch.y, batch.score)
-            bits = _pack(batch.members, n_bytes)
+            bits = np.asarray(batch.bits, dtype=np.uint8)
+            if bits.shape != (n_bytes, len(y)):
+                raise ValueError(
+                    f"slice bits must be {n_bytes} x {len(y)} bytes for {len(names)} slices, "
+                    f"got {bits.shape}"
+                )
             totals.add(y, score, bits, batch.groups, threshold)
             # Each batch in score order: the sort of all rows then merges sorted runs, and the
             # batches are sorted while the next one is read (the sort releases the GIL).
@@ -130,7 +136,7 @@ def streamed_metrics(
                 ranking = _Ranking(
                     totals.positives, totals.support - totals.positives, bins, drawer
                 )
-            ranking.add(score, y, _unpack(bits, len(names)))
+            ranking.add(score, y, unpack_slices(bits, len(names)))
         if ranking is None:
             ranking = _Ranking(totals.positives, totals.support - totals.positives, bins, drawer)
         ranking.finish()
@@ -181,7 +187,7 @@ class _Totals:
         groups: Mapping[str, np.ndarray],
         threshold: float,
     ) -> None:
-        """Count one batch; `bits` is its slice membership as `_pack` gives it."""
+        """Count one batch; `bits` is its slice membership as `SlicePlan.bits` gives it."""
         predicted = score >= threshold
         log_loss, brier = row_losses(y, score)
         # 0 negative, 1 positive, 2 flagged negative, 3 flagged positive.
@@ -229,18 +235,8 @@ class _Totals:
 _HAS_BIT = [((np.arange(256) >> b) & 1).astype(bool) for b in range(8)]
 
 
-def _pack(members: np.ndarray, n_bytes: int) -> np.ndarray:
-    """Rows x slices booleans (column-major) as bytes x rows bit sets: byte k holds slices 8k to
-    8k + 7, lowest bit first. A slice's rows are contiguous, so each is shifted in as a whole
-    (np.packbits across slices gathers every row's bits one by one: six times slower)."""
-    bits = np.zeros((n_bytes, len(members)), dtype=np.uint8)
-    for j in range(members.shape[1]):
-        bits[j // 8] |= members[:, j].view(np.uint8) << (j % 8)
-    return bits
-
-
-def _unpack(bits: np.ndarray, n_slices: int) -> np.ndarray:
-    """Bytes x rows bit sets as rows x slices booleans (column-major), `_pack` undone."""
+def unpack_slices(bits: np.ndarray, n_slices: int) -> np.ndarray:
+    """Bytes x rows bit sets (`SlicePlan.bits`) as rows x slices booleans (column-major)."""
     members = np.empty((bits.shape[1], n_slices), dtype=bool, order="F")
     for j in range(n_slices):
         np.not_equal(bits[j // 8] & np.uint8(1 << (j % 8)), 0, out=members[:, j])

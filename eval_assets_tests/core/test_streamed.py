@@ -174,7 +174,7 @@ def score_batches(
         frames = [own_categories(f, k) for k, f in enumerate(frames)]
     plan = plan_slices(criteria, frames)
     batches = [
-        ScoreBatch(rows.y[a:b], rows.score[a:b], plan.members(f), plan.group_codes(f))
+        ScoreBatch(rows.y[a:b], rows.score[a:b], plan.bits(f), plan.group_codes(f))
         for (a, b), f in zip(parts, frames, strict=True)
     ]
     return plan, batches
@@ -345,6 +345,21 @@ def test_more_than_64_slices_use_a_second_membership_word():
     assert got.slices.loc["late", "support"] == (rows.frame["hour"] >= 22).sum()
 
 
+@pytest.mark.parametrize("criteria", [CRITERIA, WIDE], ids=["standard", "wide"])
+def test_slice_bits_are_the_membership_eight_slices_a_byte(criteria):
+    """`SlicePlan.bits` makes the bit sets without the rows x slices booleans: they must be
+    those booleans packed (byte k holds slices 8k to 8k + 7, lowest bit first), with missing
+    values in no value slice, across bytes and past 64 slices, and unpack back to them."""
+    rows = make_rows(5_000, seed=21, decimals=2)
+    plan = plan_slices(criteria, [rows.frame])
+    members = plan.members(rows.frame)
+    bits = plan.bits(rows.frame)
+    expected = np.packbits(members, axis=1, bitorder="little").T
+    np.testing.assert_array_equal(bits, expected)
+    np.testing.assert_array_equal(streamed_module.unpack_slices(bits, members.shape[1]), members)
+    assert rows.frame["country"].isna().any()
+
+
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 128, 1_000, 4_097])
 @pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
 def test_rows_before_counts_a_masks_rows_before_every_position(n, density):
@@ -396,7 +411,7 @@ def test_empty_batches_change_nothing():
     rows = make_rows(6_000, seed=16, decimals=2)
     plan, batches = score_batches(rows, CRITERIA, 1_500)
     nothing = rows.frame.iloc[:0]
-    empty = ScoreBatch(rows.y[:0], rows.score[:0], plan.members(nothing), plan.group_codes(nothing))
+    empty = ScoreBatch(rows.y[:0], rows.score[:0], plan.bits(nothing), plan.group_codes(nothing))
     with_empty = [empty, batches[0], empty, *batches[1:], empty]
     got = streamed_metrics(iter(with_empty), plan, THRESHOLD, BINS)
     assert_same_metrics(got.metrics, in_memory(rows))
@@ -545,7 +560,7 @@ def test_rows_well_below_the_memory_limit_sort_with_many_duckdb_threads(monkeypa
     score = np.round(np.clip(rng.beta(1.0, 12.0, n) + 0.3 * y, 0.0, 1.0), 3)
     plan = plan_slices(OVERALL_ONLY, [])
     batches = (
-        ScoreBatch(y[a:b], score[a:b], np.ones((b - a, 1), dtype=bool), {})
+        ScoreBatch(y[a:b], score[a:b], np.ones((1, b - a), dtype=np.uint8), {})
         for a, b in bounds(n, size)
     )
     got = streamed_metrics(batches, plan, THRESHOLD, BINS).metrics.slices
