@@ -63,8 +63,8 @@ from eval_assets.core.report import (
     html_report,
     roc_pr_png,
 )
-from eval_assets.core.slicing import OVERALL
-from eval_assets.core.streamed import SortedSummary, streamed_metrics, unpack_slices
+from eval_assets.core.slicing import OVERALL, unpack_slices
+from eval_assets.core.streamed import SortedSummary, streamed_metrics
 from eval_assets.partitions import (
     SNAPSHOT_DIM,
     evaluation_partitions,

@@ -69,27 +69,13 @@ class SlicePlan:
 
     def members(self, frame: pd.DataFrame) -> np.ndarray:
         """Rows x slices boolean membership (column-major: one slice's rows are contiguous)."""
-        from eval_assets.core.criteria import PredicateSlice
-
-        out = np.empty((len(frame), len(self.slices)), dtype=bool, order="F")
-        out[:, 0] = True
-        j = 1
-        for spec in self.criteria.slices:
-            if isinstance(spec, PredicateSlice):
-                out[:, j] = evaluate_predicate(parse_predicate(spec.where), frame)
-                j += 1
-                continue
-            values = self.values[spec.by]
-            codes = _codes_in(frame[spec.by], values)
-            for code in range(len(values)):
-                np.equal(codes, code, out=out[:, j])
-                j += 1
-        return out
+        return unpack_slices(self.bits(frame), len(self.slices))
 
     def bits(self, frame: pd.DataFrame) -> np.ndarray:
-        """`members` as bit sets, bytes x rows: byte k holds slices 8k to 8k + 7, lowest bit
-        first. Made directly, without the rows x slices booleans: a value slice's bit is looked
-        up by the row's value code, one look-up per byte that a column's values span."""
+        """Slice membership as bit sets, bytes x rows: byte k holds slices 8k to 8k + 7, lowest
+        bit first (the streamed evaluation sorts and counts these). Made directly, without rows x
+        slices booleans: a value slice's bit is looked up by the row's value code, one look-up
+        per byte that a column's values span."""
         from eval_assets.core.criteria import PredicateSlice
 
         out = np.zeros((max(1, -(-len(self.slices) // 8)), len(frame)), dtype=np.uint8)
@@ -136,6 +122,14 @@ class SlicePlan:
                 )
             codes[attribute] = code
         return codes
+
+
+def unpack_slices(bits: np.ndarray, n_slices: int) -> np.ndarray:
+    """Bytes x rows bit sets (`SlicePlan.bits`) as rows x slices booleans (column-major)."""
+    members = np.empty((bits.shape[1], n_slices), dtype=bool, order="F")
+    for j in range(n_slices):
+        np.not_equal(bits[j // 8] & np.uint8(1 << (j % 8)), 0, out=members[:, j])
+    return members
 
 
 def plan_slices(criteria: Criteria, frames: Iterable[pd.DataFrame]) -> SlicePlan:

@@ -41,7 +41,7 @@ from eval_assets.core.metrics import (
     validate_threshold,
 )
 from eval_assets.core.report import thin_curve
-from eval_assets.core.slicing import SlicePlan
+from eval_assets.core.slicing import SlicePlan, unpack_slices
 
 # The sort's memory. Rows whose in-memory sort fits in it (about 40 bytes a row with 22 slices:
 # 1.6 million rows) are sorted by numpy, which is several times faster on so few; beyond, DuckDB
@@ -233,14 +233,6 @@ class _Totals:
 
 # The byte values (0 to 255) that have bit b set, for each b.
 _HAS_BIT = [((np.arange(256) >> b) & 1).astype(bool) for b in range(8)]
-
-
-def unpack_slices(bits: np.ndarray, n_slices: int) -> np.ndarray:
-    """Bytes x rows bit sets (`SlicePlan.bits`) as rows x slices booleans (column-major)."""
-    members = np.empty((bits.shape[1], n_slices), dtype=bool, order="F")
-    for j in range(n_slices):
-        np.not_equal(bits[j // 8] & np.uint8(1 << (j % 8)), 0, out=members[:, j])
-    return members
 
 
 def _sorted(

@@ -37,6 +37,7 @@ from eval_assets.core.metrics import (
     slice_metrics,
     validate_inputs,
 )
+from eval_assets.core.predicates import evaluate_predicate, parse_predicate
 from eval_assets.core.slicing import (
     Slice,
     SlicePlan,
@@ -346,18 +347,30 @@ def test_more_than_64_slices_use_a_second_membership_word():
 
 
 @pytest.mark.parametrize("criteria", [CRITERIA, WIDE], ids=["standard", "wide"])
-def test_slice_bits_are_the_membership_eight_slices_a_byte(criteria):
-    """`SlicePlan.bits` makes the bit sets without the rows x slices booleans: they must be
-    those booleans packed (byte k holds slices 8k to 8k + 7, lowest bit first), with missing
-    values in no value slice, across bytes and past 64 slices, and unpack back to them."""
+def test_slice_bits_hold_each_slices_rows_eight_slices_a_byte(criteria):
+    """`SlicePlan.bits` (which `members` unpacks) against membership worked out here from the
+    frame: every row in the overall slice, a predicate's rows, a value's rows, missing values in
+    no value slice; byte k holds slices 8k to 8k + 7, lowest bit first, past 64 slices too."""
     rows = make_rows(5_000, seed=21, decimals=2)
-    plan = plan_slices(criteria, [rows.frame])
-    members = plan.members(rows.frame)
-    bits = plan.bits(rows.frame)
-    expected = np.packbits(members, axis=1, bitorder="little").T
-    np.testing.assert_array_equal(bits, expected)
-    np.testing.assert_array_equal(streamed_module.unpack_slices(bits, members.shape[1]), members)
-    assert rows.frame["country"].isna().any()
+    frame = rows.frame
+    plan = plan_slices(criteria, [frame])
+    expected = [np.ones(len(frame), dtype=bool)]
+    for spec in criteria.slices:
+        if hasattr(spec, "where"):
+            expected.append(evaluate_predicate(parse_predicate(spec.where), frame))
+        else:
+            column = frame[spec.by].astype(object)
+            values = sorted(column.dropna().unique())
+            expected += [(column == value).to_numpy(dtype=bool) for value in values]
+    expected = np.column_stack(expected)
+    assert expected.shape[1] == len(plan.names)
+    bits = plan.bits(frame)
+    assert bits.shape == (-(-len(plan.names) // 8), len(frame))
+    for j in range(len(plan.names)):
+        got = (bits[j // 8] >> (j % 8)) & 1
+        np.testing.assert_array_equal(got.astype(bool), expected[:, j], err_msg=plan.names[j])
+    np.testing.assert_array_equal(plan.members(frame), expected)
+    assert frame["country"].isna().any()
 
 
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 128, 1_000, 4_097])
