@@ -78,7 +78,7 @@ class SlicePlan:
         per byte that a column's values span."""
         from eval_assets.core.criteria import PredicateSlice
 
-        out = np.zeros((max(1, -(-len(self.slices) // 8)), len(frame)), dtype=np.uint8)
+        out = np.zeros((slice_bytes(len(self.slices)), len(frame)), dtype=np.uint8)
         out[0] |= 1  # the overall slice
         j = 1
         for spec in self.criteria.slices:
@@ -122,6 +122,11 @@ class SlicePlan:
                 )
             codes[attribute] = code
         return codes
+
+
+def slice_bytes(n_slices: int) -> int:
+    """Bytes per row of `SlicePlan.bits` for this many slices (at least one)."""
+    return max(1, -(-n_slices // 8))
 
 
 def unpack_slices(bits: np.ndarray, n_slices: int) -> np.ndarray:

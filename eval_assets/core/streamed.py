@@ -14,7 +14,6 @@ the order of tied rows.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,7 +40,7 @@ from eval_assets.core.metrics import (
     validate_threshold,
 )
 from eval_assets.core.report import thin_curve
-from eval_assets.core.slicing import SlicePlan, unpack_slices
+from eval_assets.core.slicing import SlicePlan, slice_bytes, unpack_slices
 
 # The sort's memory. Rows whose in-memory sort fits in it (about 40 bytes a row with 22 slices:
 # 1.6 million rows) are sorted by numpy, which is several times faster on so few; beyond, DuckDB
@@ -101,7 +100,7 @@ def streamed_metrics(
     threshold = validate_threshold(threshold)
     names = plan.names
     # Slice membership travels as bit sets: byte k holds slices 8k to 8k + 7.
-    n_bytes = max(1, math.ceil(len(names) / 8))
+    n_bytes = slice_bytes(len(names))
     schema = pa.schema(
         [("score", pa.float64()), ("label", pa.int8())]
         + [(f"slices{k}", pa.uint8()) for k in range(n_bytes)]
