@@ -642,7 +642,9 @@ def evaluate_and_draw(
     only when its rows are in the candidate's order (in another order, sums could differ in the
     last bit). The paired bootstrap's count tables take one more pass over both files. The
     curves and confusion matrices need only point metrics, so they are drawn on a second thread
-    while the bootstrap runs (its draws release the GIL); the gate picture needs the verdict.
+    while the bootstrap resamples: its draws release the GIL, where the count pass holds it as
+    much as matplotlib does (drawn during the pass, the two took as long as one after the
+    other). The gate picture needs the verdict.
     """
     plan = slice_plan(criteria, candidate)
     rows = rows_in(candidate)
@@ -659,27 +661,30 @@ def evaluate_and_draw(
         stored = stored_summary(champion_record, criteria, rows) if in_order else None
         summaries.append(stored or computed(champion_scores(candidate, champion, in_order)))
     config = bootstrap_config(criteria)
+    cells = None
+    if config is not None:
+        cells = PairedCells(
+            [
+                Binning.from_quantiles(
+                    s.positive_quantiles, s.negative_quantiles, threshold=threshold
+                )
+                for s in summaries
+            ],
+            plan.names,
+            {attribute: len(groups) for attribute, groups in plan.groups.items()},
+        )
+        other = None if champion is None else champion_scores(candidate, champion, in_order)
+        for batch, champion_batch in paired_batches(plan, candidate, keys, other):
+            models = [batch.score] if champion_batch is None else [batch.score, champion_batch]
+            cells.add(batch.y, models, unpack_slices(batch.bits, len(plan.names)), batch.groups)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots") as painter:
         drawn = painter.submit(point_images, criteria, summaries)
-        intervals = pd.DataFrame()
-        if config is not None:
-            cells = PairedCells(
-                [
-                    Binning.from_quantiles(
-                        s.positive_quantiles, s.negative_quantiles, threshold=threshold
-                    )
-                    for s in summaries
-                ],
-                plan.names,
-                {attribute: len(groups) for attribute, groups in plan.groups.items()},
-            )
-            other = None if champion is None else champion_scores(candidate, champion, in_order)
-            for batch, champion_batch in paired_batches(plan, candidate, keys, other):
-                models = [batch.score] if champion_batch is None else [batch.score, champion_batch]
-                members = unpack_slices(batch.bits, len(plan.names))
-                cells.add(batch.y, models, members, batch.groups)
-            intervals = cells.intervals([s.metrics.slices for s in summaries], config)
         metrics = [s.metrics for s in summaries]
+        intervals = (
+            pd.DataFrame()
+            if cells is None
+            else cells.intervals([m.slices for m in metrics], config)
+        )
         champion_metrics = metrics[1] if len(metrics) > 1 else None
         verdict = decide(criteria, metrics[0], champion_metrics, intervals)
         images = drawn.result()
