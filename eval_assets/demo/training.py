@@ -64,7 +64,7 @@ def _logistic(features: list[str]) -> Pipeline:
     return Pipeline([("prep", prep), ("clf", LogisticRegression(max_iter=2000))])
 
 
-def _boosting(categorical: list[str], numeric: list[str], max_iter: int) -> Pipeline:
+def boosting_pipeline(categorical: list[str], numeric: list[str], max_iter: int) -> Pipeline:
     """Gradient boosting over ordinal-coded categories and raw numeric columns."""
     # Codes are fed as plain numbers: native categorical support would pickle a functools.partial
     # that skops does not trust by default, and trees split 12 codes well enough.
@@ -120,10 +120,10 @@ def train_demo_models(seed: int = 7) -> dict[str, Pipeline]:
     full_numeric = [*v2_numeric, "tx_count_24h"]
     models = {
         "v1": (_logistic(["amount", "card_present", "hour", "merchant_category"]), v1_data),
-        "v2": (_boosting(["merchant_category", "country"], v2_numeric, 100), v2_data),
-        "v3": (_boosting(["merchant_category", "country"], full_numeric, 150), v3_train),
+        "v2": (boosting_pipeline(["merchant_category", "country"], v2_numeric, 100), v2_data),
+        "v3": (boosting_pipeline(["merchant_category", "country"], full_numeric, 150), v3_train),
         "v4": (
-            _boosting(
+            boosting_pipeline(
                 ["merchant_category", "country", FAIRNESS_ATTRIBUTE], full_numeric, _V4_MAX_ITER
             ),
             v4_train,
