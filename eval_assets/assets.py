@@ -88,6 +88,7 @@ from eval_assets.prediction_files import (
     score_batches,
     slice_plan,
     streamed_parquet,
+    written_behind,
 )
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import ModelRegistry
@@ -507,35 +508,44 @@ def score_snapshot(
         # Ids are unique and floats (scores, amounts) nearly so: a dictionary for them would be
         # built page by page only to be dropped, which took 40% of the writing time at 1M rows.
         encoded = [f.name for f in stored if f.name != ROW_ID and not pa.types.is_floating(f.type)]
+        ids_digest = RowIdsDigest()
+
+        def write(part: tuple[pa.RecordBatch, np.ndarray, np.ndarray]) -> None:
+            batch, labels, scores = part
+            columns = [
+                batch.column(contract.id_column),
+                pa.array(labels),
+                pa.array(scores),
+                # Text slice keys as dictionaries: a few bytes a row, read back as categories.
+                *(_dictionary(batch.column(c)) for c in keep),
+            ]
+            writer.write_table(pa.Table.from_arrays(columns, schema=stored))
+            ids_digest.update(columns[0])
+
         # Only the writing is inside `writing`: an error there (a full disk) names this file.
         with (
             store.writing(destination) as written,
             pq.ParquetWriter(written, stored, use_dictionary=encoded) as writer,
         ):
-            ids_digest = RowIdsDigest()
-            for batch, frame in read_ahead(
-                (batch, batch.select(model_columns).to_pandas())
-                for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read)
-            ):
-                if contract.id_column not in frame.columns:  # it names rows in score errors
-                    ids = batch.column(contract.id_column)
-                    frame[contract.id_column] = ids.to_pandas(types_mapper=ARROW_STRINGS.get)
-                scores = loaded.predict_scores(frame, features, contract.positive_class)
-                validate_scores(
-                    scores, frame, contract.id_column, facts["partition"], summary["rows"]
-                )
-                columns = [
-                    batch.column(contract.id_column),
-                    pa.array(positive_labels(frame[contract.label_column], contract)),
-                    pa.array(scores),
-                    # Text slice keys as dictionaries: a few bytes a row, read back as categories.
-                    *(_dictionary(batch.column(c)) for c in keep),
-                ]
-                writer.write_table(pa.Table.from_arrays(columns, schema=stored))
-                ids_digest.update(columns[0])
-                summary["rows"] += len(scores)
-                summary["score_sum"] += float(scores.sum())
-                summary["flagged"] += int(np.count_nonzero(scores >= contract.threshold))
+            # Each batch is encoded and written on another thread while the next is predicted;
+            # the footer's digest once the last batch is written.
+            with written_behind(write) as write_behind:
+                for batch, frame in read_ahead(
+                    (batch, batch.select(model_columns).to_pandas())
+                    for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read)
+                ):
+                    if contract.id_column not in frame.columns:  # it names rows in score errors
+                        ids = batch.column(contract.id_column)
+                        frame[contract.id_column] = ids.to_pandas(types_mapper=ARROW_STRINGS.get)
+                    scores = loaded.predict_scores(frame, features, contract.positive_class)
+                    validate_scores(
+                        scores, frame, contract.id_column, facts["partition"], summary["rows"]
+                    )
+                    labels = positive_labels(frame[contract.label_column], contract)
+                    write_behind((batch, labels, scores))
+                    summary["rows"] += len(scores)
+                    summary["score_sum"] += float(scores.sum())
+                    summary["flagged"] += int(np.count_nonzero(scores >= contract.threshold))
             writer.add_key_value_metadata(ids_digest.footer())
     return summary
 

@@ -10,8 +10,9 @@ champion's scores to the candidate's rows by id, out of core.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -164,6 +165,26 @@ def read_ahead(items: Iterator[T]) -> Iterator[T]:
         while (item := pending.result()) is not _END:
             pending = worker.submit(next, items, _END)
             yield item
+
+
+@contextmanager
+def written_behind(write: Callable[[T], object]) -> Iterator[Callable[[T], None]]:
+    """A function that hands each item to `write` on a worker thread and returns at once, so the
+    caller makes the next item meanwhile. Items are written in order, one at a time (a call waits
+    for the write before it, so memory holds two items at most); a write's error reaches the
+    caller as itself, at the next call or on leaving, which waits for the last write."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind") as worker:
+        pending: Future[object] | None = None
+
+        def hand_over(item: T) -> None:
+            nonlocal pending
+            if pending is not None:
+                pending.result()
+            pending = worker.submit(write, item)
+
+        yield hand_over
+        if pending is not None:
+            pending.result()
 
 
 class RowIdsDigest:

@@ -342,6 +342,47 @@ def test_batches_are_read_ahead_on_another_thread_in_order_and_errors_come_throu
     assert not any(t.name.startswith("read-ahead") for t in threading.enumerate())
 
 
+def test_writes_happen_behind_on_another_thread_in_order_and_errors_come_through():
+    """The predictions step writes each batch while it predicts the next: a hand-over returns
+    before its write is done, writes run on a worker thread in order, leaving waits for the last
+    one, and a write's error reaches the caller as itself (at the next hand-over, or on leaving
+    when the last write fails), with no thread left behind."""
+    written: list[int] = []
+    threads: list[str] = []
+    release = threading.Event()
+
+    def write(item: int) -> None:
+        if item == 0:
+            assert release.wait(timeout=30), "the caller never went on"
+        threads.append(threading.current_thread().name)
+        if item < 0:
+            raise ValueError(f"disk full at {item}")
+        written.append(item)
+
+    with prediction_files.written_behind(write) as hand_over:
+        hand_over(0)
+        release.set()  # reached while the first write still waits: the hand-over returned
+        for item in (1, 2, 3):
+            hand_over(item)
+    assert written == [0, 1, 2, 3]
+    assert threads and all(name.startswith("write-behind") for name in threads)
+
+    written.clear()
+    with pytest.raises(ValueError, match="disk full at -1"):
+        with prediction_files.written_behind(write) as hand_over:
+            for item in (1, -1, 2, 3):
+                hand_over(item)
+    assert written == [1]
+
+    written.clear()
+    with pytest.raises(ValueError, match="disk full at -5"):
+        with prediction_files.written_behind(write) as hand_over:
+            hand_over(4)
+            hand_over(-5)
+    assert written == [4]
+    assert not any(t.name.startswith("write-behind") for t in threading.enumerate())
+
+
 def test_the_slice_plan_of_a_file_equals_the_plan_of_its_frames(tmp_path, monkeypatch):
     """`slice_plan` finds each column's distinct values in Arrow instead of planning over every
     batch in pandas: the same value slices and groups, in the same order, with batches whose
