@@ -40,7 +40,7 @@ eval: setup  ## make eval MODEL=model.pkl DATA=val.csv [CRITERIA=..] [LABEL=..] 
 schema: setup
 	$(RUN) eval-assets schema --out criteria.schema.json
 
-bench: setup  ## both benchmarks, each side by side in one run (20 to 50 minutes on 2 cores)
+bench: setup  ## both benchmarks, each side by side in one run (25 to 55 minutes on 2 cores)
 	$(RUN) python bench/bench_metrics.py
 	$(RUN) python bench/bench_evaluation.py
 
