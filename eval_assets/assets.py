@@ -9,6 +9,7 @@ import base64
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetOut,
+    AssetRecordsFilter,
     AssetsDefinition,
+    DagsterInstance,
     DataVersion,
     Failure,
     MaterializeResult,
@@ -42,9 +45,14 @@ from dagster import (
 from eval_assets.core import EVALUATOR_VERSION
 from eval_assets.core.audit import build_audit_record, lock_file_sha256, render_audit_record
 from eval_assets.core.bootstrap import Binning, BootstrapConfig, PairedCells
-from eval_assets.core.contract import positive_labels, validate_dataset, validate_scores
+from eval_assets.core.contract import (
+    positive_labels,
+    require_both_classes,
+    validate_dataset,
+    validate_scores,
+)
 from eval_assets.core.criteria import Criteria, PredicateSlice
-from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
+from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest, handle_digest
 from eval_assets.core.evaluation import (
     Evaluation,
     bootstrap_config,
@@ -78,6 +86,7 @@ from eval_assets.prediction_files import (
     LABEL,
     ROW_ID,
     SCORE,
+    SNAPSHOT_SHA_KEY,
     RowIdsDigest,
     champion_scores,
     frames,
@@ -86,13 +95,14 @@ from eval_assets.prediction_files import (
     rows_in,
     same_rows_in_order,
     score_batches,
+    scored_snapshot_sha256,
     slice_plan,
     streamed_parquet,
     written_behind,
 )
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import ModelRegistry
-from eval_assets.resources.snapshots import DATA_FILE, SnapshotInfo, SnapshotStore
+from eval_assets.resources.snapshots import DATA_FILE, SnapshotInfo, SnapshotStore, parquet_rows
 from eval_assets.resources.storage import ARROW_STRINGS, EvaluationStore, output_path
 
 DIGEST_TAG = "eval_assets.artifact_sha256"
@@ -130,28 +140,41 @@ def build_evaluation_assets(
         **common,
     )
     def data_snapshot(
-        context: AssetExecutionContext, snapshot_store: SnapshotStore
-    ) -> Output[pd.DataFrame]:
+        context: AssetExecutionContext,
+        snapshot_store: SnapshotStore,
+        evaluation_store: EvaluationStore,
+    ) -> MaterializeResult:
+        snapshot_id = context.partition_key
+        ingested = ingested_sha256(context.instance, key("data_snapshot"), snapshot_id)
         with tempfile.TemporaryDirectory() as folder:
-            info, path = snapshot_store.fetch(dataset, context.partition_key, Path(folder))
-            if info.rows > criteria.dataset.max_rows:
+            info, path = snapshot_store.fetch(dataset, snapshot_id, Path(folder))
+            if ingested is not None and ingested != info.sha256:
+                raise Failure(republished(info, ingested))
+            # Name the data file itself, so the error points at what to fix.
+            data_file = f"{info.location}/{DATA_FILE}"
+            rows = parquet_rows(path, data_file)
+            if rows > criteria.dataset.max_rows:
                 raise Failure(
-                    f"{info.location}/data.parquet: {info.rows:,} rows is more than the contract's "
+                    f"{data_file}: {rows:,} rows is more than the contract's "
                     f"dataset.max_rows ({criteria.dataset.max_rows:,}); refused before reading. "
                     "Split the snapshot or raise max_rows if the machine has the memory."
                 )
             frame = pd.read_parquet(path)
-        # Name the data file itself, so the error points at what to fix.
-        validated = validate_dataset(frame, criteria.dataset, f"{info.location}/{DATA_FILE}")
-        return Output(
-            frame,
+            validated = validate_dataset(frame, criteria.dataset, data_file)
+            require_both_classes(validated, criteria.dataset)
+            # The published bytes themselves, not a re-encoding: what every evaluation reads then
+            # hashes to the manifest's SHA-256, which is what its verdict records.
+            stored = output_path([model, "data_snapshot"], snapshot_id, ".parquet")
+            location = evaluation_store.write_file(stored, path)
+        return MaterializeResult(
             data_version=DataVersion(info.sha256),
             metadata={
                 "sha256": info.sha256,
-                "rows": len(frame),
+                "rows": rows,
                 "positives": int(validated.labels.sum()),
                 "location": info.location,
                 "created_at": info.created_at,
+                "stored_at": location,
                 "dagster/column_schema": _schema(frame),
             },
         )
@@ -195,13 +218,18 @@ def build_evaluation_assets(
         context: AssetExecutionContext,
         model_version: dict[str, Any],
         model_registry: ModelRegistry,
+        snapshot_store: SnapshotStore,
         evaluation_store: EvaluationStore,
     ) -> MaterializeResult:
         snapshot_id = context.partition_key.keys_by_dimension[SNAPSHOT_DIM]  # type: ignore[attr-defined]
+        ingested = ingested_sha256(context.instance, key("data_snapshot"), snapshot_id)
+        snapshot = current_snapshot(
+            snapshot_store, dataset, snapshot_id, ingested, f"{model}/data_snapshot {snapshot_id}"
+        )
         # Written batch by batch to where the IO manager reads it for the downstream assets.
         path = output_path([model, "predictions"], context.partition_key, ".parquet")
         summary = score_snapshot(
-            criteria, snapshot_id, model_version, model_registry, evaluation_store, path
+            criteria, snapshot, model_version, model_registry, evaluation_store, path
         )
         return MaterializeResult(
             metadata={
@@ -279,14 +307,22 @@ def build_evaluation_assets(
         # downstream asset, and a blocked candidate needs its report most.
         keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
         snapshot_id = keys[SNAPSHOT_DIM]
-        snapshot = _snapshot_info(snapshot_store, dataset, snapshot_id)
+        # The snapshot as the candidate's predictions were scored from it, and still published so.
+        scored = recorded_metadata(context.instance, key("predictions"), context.partition_key)
+        snapshot = current_snapshot(
+            snapshot_store,
+            dataset,
+            snapshot_id,
+            scored.get("snapshot_sha256"),
+            f"{model}/predictions {context.partition_key}",
+        )
         champion = model_registry.champion(model)
         candidate_path = output_path([model, "predictions"], context.partition_key, ".parquet")
         champion_path = champion_record = None
         if champion is not None:
             champion_key = version_key(model, champion.version)
             champion_path = champion_predictions(
-                context, criteria, champion_key, snapshot_id, model_registry, evaluation_store
+                context, criteria, champion_key, snapshot, model_registry, evaluation_store
             )
             champion_record = evaluation_store.read_json(
                 output_path(
@@ -301,6 +337,15 @@ def build_evaluation_assets(
         ):
             if candidate_file is None or (champion_path and champion_file is None):
                 raise Failure(f"predictions are missing: {candidate_path}, {champion_path}")
+            # Proven on the very files compared: both were scored from the bytes recorded.
+            for path, local in ((candidate_path, candidate_file), (champion_path, champion_file)):
+                if local is not None and scored_snapshot_sha256(local) != snapshot.sha256:
+                    raise Failure(
+                        f"{evaluation_store.location(path)} was not scored from snapshot "
+                        f"{snapshot_id} as published (SHA-256 {snapshot.sha256[:12]}...); "
+                        "refusing to compare"
+                    )
+            snapshot = replace(snapshot, rows=rows_in(candidate_file))
             result, images = evaluate_and_draw(
                 criteria, candidate_file, slice_metrics, champion_file, champion_record
             )
@@ -461,7 +506,7 @@ def version_facts(
 
 def score_snapshot(
     criteria: Criteria,
-    snapshot_id: str,
+    snapshot: SnapshotInfo,
     facts: dict[str, Any],
     registry: ModelRegistry,
     store: EvaluationStore,
@@ -472,15 +517,30 @@ def score_snapshot(
     Parquet file `destination` in the store as soon as they exist, so memory holds one batch
     whatever the number of rows; the file appears whole, or not at all on any error.
 
-    Returns the rows, the sum of the scores and the rows flagged at the threshold.
+    The stored copy is hashed through the handle it is then read from, and scored only when that
+    is `snapshot`'s SHA-256; the file's footer records it.
+
+    Returns the rows, the sum of the scores, the rows flagged at the threshold and that SHA-256.
     """
     contract = criteria.dataset
+    snapshot_id = snapshot.snapshot_id
     source = output_path([criteria.model, "data_snapshot"], snapshot_id, ".parquet")
     keep = slice_key_columns(criteria)
-    summary = {"rows": 0, "score_sum": 0.0, "flagged": 0}
-    with tempfile.TemporaryDirectory() as folder, store.local_file(source) as parquet:
-        if parquet is None:
+    summary = {"rows": 0, "score_sum": 0.0, "flagged": 0, "snapshot_sha256": snapshot.sha256}
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        store.local_file(source) as parquet,
+        open(parquet, "rb") if parquet is not None else nullcontext() as handle,
+    ):
+        if handle is None:
             raise Failure(f"data_snapshot {snapshot_id} is not materialized ({source})")
+        read = handle_digest(handle)
+        if read != snapshot.sha256:
+            raise Failure(
+                f"{store.location(source)}: the stored copy of snapshot {snapshot_id} has "
+                f"SHA-256 {read[:12]}..., which does not match the {snapshot.sha256[:12]}... "
+                "ingested and published; refusing to score it (re-ingest the snapshot)"
+            )
         local = registry.download(facts["model"], facts["version"], Path(folder))
         digest = artifact_digest(local)
         if digest != facts["digest"]:
@@ -493,7 +553,7 @@ def score_snapshot(
             allow_pickle=criteria.loading.allow_pickle,
             trusted_skops_types=criteria.loading.trusted_skops_types,
         )
-        data = streamed_parquet(parquet)
+        data = streamed_parquet(handle)
         schema = data.schema_arrow
         features = (
             [c for c in schema.names if c not in (contract.id_column, contract.label_column)]
@@ -546,7 +606,9 @@ def score_snapshot(
                     summary["rows"] += len(scores)
                     summary["score_sum"] += float(scores.sum())
                     summary["flagged"] += int(np.count_nonzero(scores >= contract.threshold))
-            writer.add_key_value_metadata(ids_digest.footer())
+            writer.add_key_value_metadata(
+                ids_digest.footer() | {SNAPSHOT_SHA_KEY: snapshot.sha256.encode()}
+            )
     return summary
 
 
@@ -607,26 +669,30 @@ def metrics_record(criteria: Criteria, path: Path) -> dict[str, Any]:
     return {
         **metrics_json(summary.metrics),
         **summary.record(),
-        **_metrics_stamp(criteria, rows_in(path)),
+        **_metrics_stamp(criteria, rows_in(path), scored_snapshot_sha256(path)),
     }
 
 
-def _metrics_stamp(criteria: Criteria, rows: int) -> dict[str, Any]:
+def _metrics_stamp(criteria: Criteria, rows: int, snapshot_sha256: str | None) -> dict[str, Any]:
     """What a stored metrics record must match to be reused instead of recomputed."""
     return {
         "criteria_hash": criteria.digest(),
         "evaluator_version": EVALUATOR_VERSION,
         "rows": rows,
+        "snapshot_sha256": snapshot_sha256,
     }
 
 
 def stored_summary(
-    record: dict[str, Any] | None, criteria: Criteria, rows: int
+    record: dict[str, Any] | None,
+    criteria: Criteria,
+    rows: int,
+    snapshot_sha256: str | None = None,
 ) -> SortedSummary | None:
     """A `slice_metrics` record as tables, curves and quantiles, when it was computed under these
-    criteria by this evaluator on as many rows; None otherwise (recompute: a stale record is
-    never reused)."""
-    stamp = _metrics_stamp(criteria, rows)
+    criteria by this evaluator on as many rows scored from the same snapshot bytes; None
+    otherwise (recompute: a stale record is never reused)."""
+    stamp = _metrics_stamp(criteria, rows, snapshot_sha256)
     if record is None or any(record.get(k) != v for k, v in stamp.items()):
         return None
     quantiles = record["score_quantiles"]
@@ -658,6 +724,7 @@ def evaluate_and_draw(
     """
     plan = slice_plan(criteria, candidate)
     rows = rows_in(candidate)
+    scored_from = scored_snapshot_sha256(candidate)
     threshold = criteria.dataset.threshold
     keys = slice_key_columns(criteria)
     bins = BootstrapConfig().bins
@@ -665,10 +732,10 @@ def evaluate_and_draw(
     def computed(scores: Any = None) -> SortedSummary:
         return streamed_metrics(score_batches(plan, candidate, keys, scores), plan, threshold, bins)
 
-    summaries = [stored_summary(candidate_record, criteria, rows) or computed()]
+    summaries = [stored_summary(candidate_record, criteria, rows, scored_from) or computed()]
     in_order = champion is not None and same_rows_in_order(candidate, champion)
     if champion is not None:
-        stored = stored_summary(champion_record, criteria, rows) if in_order else None
+        stored = stored_summary(champion_record, criteria, rows, scored_from) if in_order else None
         summaries.append(stored or computed(champion_scores(candidate, champion, in_order)))
     config = bootstrap_config(criteria)
     cells = None
@@ -707,19 +774,23 @@ def champion_predictions(
     context: AssetExecutionContext,
     criteria: Criteria,
     champion_key: str,
-    snapshot_id: str,
+    snapshot: SnapshotInfo,
     registry: ModelRegistry,
     store: EvaluationStore,
 ) -> str:
     """Where the champion's predictions on this snapshot are stored (materialized here when
-    missing)."""
+    missing, or when they were not recorded as scored from the same snapshot bytes)."""
     model = criteria.model
-    pair = pair_partition(champion_key, snapshot_id)
+    pair = pair_partition(champion_key, snapshot.snapshot_id)
     path = output_path([model, "predictions"], pair, ".parquet")
-    if store.exists(path):
+    scored = recorded_metadata(context.instance, AssetKey([model, "predictions"]), pair)
+    if scored.get("snapshot_sha256") == snapshot.sha256 and store.exists(path):
         context.log.info(f"reusing the champion's predictions {pair} ({store.location(path)})")
         return path
-    context.log.info(f"the champion's predictions {pair} are missing: computing them in this run")
+    context.log.info(
+        f"the champion's predictions {pair} are missing or not recorded as scored from "
+        f"SHA-256 {snapshot.sha256[:12]}...: computing them in this run"
+    )
     instance = context.instance
     versions = model_version_partitions(model)
     if not instance.has_dynamic_partition(versions.name, champion_key):
@@ -736,7 +807,7 @@ def champion_predictions(
                 metadata={"digest": facts["digest"], "materialized_by": "gate_verdict"},
             )
         )
-    summary = score_snapshot(criteria, snapshot_id, facts, registry, store, path)
+    summary = score_snapshot(criteria, snapshot, facts, registry, store, path)
     context.log_event(
         AssetMaterialization(
             asset_key=AssetKey([model, "predictions"]),
@@ -968,6 +1039,7 @@ def _prediction_metadata(summary: dict[str, Any]) -> dict[str, Any]:
     rows = summary["rows"]
     return {
         "rows": rows,
+        "snapshot_sha256": summary["snapshot_sha256"],
         "mean_score": summary["score_sum"] / rows if rows else None,
         "predicted_positive_rate": summary["flagged"] / rows if rows else None,
     }
@@ -1104,11 +1176,44 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _snapshot_info(store: SnapshotStore, dataset: str, snapshot_id: str) -> SnapshotInfo:
-    for info in store.list_snapshots(dataset):
-        if info.snapshot_id == snapshot_id:
-            return info
-    raise Failure(f"snapshot {snapshot_id} of {dataset} is not in the snapshot store")
+def recorded_metadata(instance: DagsterInstance, asset_key: AssetKey, partition: str) -> dict:
+    """The latest materialization's metadata values of one partition (empty when there is none)."""
+    found = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    if not found or found[0].asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in found[0].asset_materialization.metadata.items()}
+
+
+def ingested_sha256(instance: DagsterInstance, asset_key: AssetKey, snapshot_id: str) -> str | None:
+    """The SHA-256 a snapshot had when its `data_snapshot` partition was last materialized."""
+    return recorded_metadata(instance, asset_key, snapshot_id).get("sha256")
+
+
+def republished(info: SnapshotInfo, ingested: str) -> str:
+    return (
+        f"snapshot {info.snapshot_id} of {info.dataset} was re-published with other content: "
+        f"ingested as SHA-256 {ingested[:12]}..., the store now holds {info.sha256[:12]}... "
+        f"({info.location}). Snapshots are immutable: publish new content under a new snapshot "
+        "id. Nothing is evaluated or promoted on it."
+    )
+
+
+def current_snapshot(
+    store: SnapshotStore, dataset: str, snapshot_id: str, recorded: str | None, by: str
+) -> SnapshotInfo:
+    """The snapshot's manifest, when it still names the bytes `by` (an asset partition) recorded
+    as ingested or scored."""
+    info = store.manifest(dataset, snapshot_id)
+    if recorded is None:
+        raise Failure(
+            f"snapshot {snapshot_id} of {dataset}: {by} is not materialized, so nothing records "
+            "which bytes to evaluate; materialize it first"
+        )
+    if recorded != info.sha256:
+        raise Failure(republished(info, recorded))
+    return info
 
 
 def _signature(mlmodel: str) -> str:

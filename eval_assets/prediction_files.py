@@ -34,6 +34,8 @@ from eval_assets.resources.storage import ARROW_STRINGS
 LABEL, SCORE, ROW_ID = "label", "score", "row_id"
 # The footer key of a digest of the file's ids in order (see `RowIdsDigest`).
 ROW_IDS_KEY = b"eval_assets.row_ids"
+# The footer key of the SHA-256 of the snapshot bytes the file's scores were computed from.
+SNAPSHOT_SHA_KEY = b"eval_assets.snapshot_sha256"
 T = TypeVar("T")
 
 
@@ -207,6 +209,12 @@ class RowIdsDigest:
 def row_ids_digest(path: Path) -> bytes | None:
     """The digest `RowIdsDigest` left in the file's footer, if it has one."""
     return (pq.ParquetFile(path).metadata.metadata or {}).get(ROW_IDS_KEY)
+
+
+def scored_snapshot_sha256(path: Path) -> str | None:
+    """The SHA-256 of the snapshot bytes the file was scored from, if its footer records it."""
+    value = (pq.ParquetFile(path).metadata.metadata or {}).get(SNAPSHOT_SHA_KEY)
+    return value.decode() if value else None
 
 
 def same_rows_in_order(candidate: Path, champion: Path) -> bool:

@@ -184,6 +184,22 @@ def validate_scores(
         )
 
 
+def require_both_classes(dataset: ValidatedDataset, contract: DatasetContract) -> None:
+    """A golden snapshot must hold both classes: on one class every ranking metric is undefined,
+    and each later version would be judged on a snapshot that cannot tell models apart."""
+    positives = int(dataset.labels.sum())
+    if 0 < positives < len(dataset.labels):
+        return
+    only = contract.positive_class if positives else contract.negative_class
+    raise DatasetError(
+        dataset.source,
+        [
+            f"column {contract.label_column!r}: all {len(dataset.labels):,} rows hold only class "
+            f"{only!r}; a golden snapshot needs both classes"
+        ],
+    )
+
+
 def _first_invalid_utf8(path: Path) -> str:
     """Where the first byte that is not UTF-8 sits: byte value, file offset and line."""
     data = path.read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import BinaryIO
 
 from eval_assets.core import EVALUATOR_VERSION
 
@@ -15,10 +16,19 @@ BOOKKEEPING_FILES = frozenset({"registered_model_meta"})
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes, streamed."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+        return handle_digest(handle)
+
+
+def handle_digest(handle: BinaryIO) -> str:
+    """SHA-256 of an open file's bytes from its start, streamed; the handle is left at its start,
+    so the bytes then read through it are the bytes hashed (a rename over the path cannot come
+    in between)."""
+    handle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
+    handle.seek(0)
     return digest.hexdigest()
 
 

@@ -57,6 +57,10 @@ class SnapshotStore(ConfigurableResource):
         """Complete snapshots of `dataset`, oldest first."""
 
     @abstractmethod
+    def manifest(self, dataset: str, snapshot_id: str) -> SnapshotInfo:
+        """What a snapshot's manifest says now (SnapshotIntegrityError when it has none)."""
+
+    @abstractmethod
     def fetch(self, dataset: str, snapshot_id: str, destination: Path) -> tuple[SnapshotInfo, Path]:
         """Copy a snapshot's data file under `destination`, verified against its manifest."""
 
@@ -83,7 +87,7 @@ class SnapshotStore(ConfigurableResource):
             dataset=dataset,
             snapshot_id=snapshot_id,
             sha256=file_digest(path),
-            rows=pq.ParquetFile(path).metadata.num_rows,
+            rows=parquet_rows(path),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             location=f"{dataset}/{snapshot_id}",
         )
@@ -110,15 +114,18 @@ class LocalSnapshotStore(SnapshotStore):
         ]
         return sorted(infos, key=lambda i: (i.created_at, i.snapshot_id))
 
-    def fetch(self, dataset: str, snapshot_id: str, destination: Path) -> tuple[SnapshotInfo, Path]:
+    def manifest(self, dataset: str, snapshot_id: str) -> SnapshotInfo:
         folder = Path(self.root) / dataset / snapshot_id
         manifest = folder / MANIFEST_FILE
         if not manifest.is_file():
             raise SnapshotIntegrityError(
                 f"{folder}: no {MANIFEST_FILE}: the snapshot is incomplete"
             )
-        info = _info(json.loads(manifest.read_text()), str(folder))
-        data = folder / DATA_FILE
+        return _info(json.loads(manifest.read_text()), str(folder))
+
+    def fetch(self, dataset: str, snapshot_id: str, destination: Path) -> tuple[SnapshotInfo, Path]:
+        info = self.manifest(dataset, snapshot_id)
+        data = Path(info.location) / DATA_FILE
         _verify(data, info)
         return info, data
 
@@ -154,7 +161,7 @@ class S3SnapshotStore(SnapshotStore):
                         infos.append(_info(json.loads(body), location))
         return sorted(infos, key=lambda i: (i.created_at, i.snapshot_id))
 
-    def fetch(self, dataset: str, snapshot_id: str, destination: Path) -> tuple[SnapshotInfo, Path]:
+    def manifest(self, dataset: str, snapshot_id: str) -> SnapshotInfo:
         client = self.s3.get_client()
         base = self._key(f"{dataset}/{snapshot_id}")
         with _s3_errors(self.bucket):
@@ -164,7 +171,13 @@ class S3SnapshotStore(SnapshotStore):
                 raise SnapshotIntegrityError(
                     f"s3://{self.bucket}/{base}: no {MANIFEST_FILE}: the snapshot is incomplete"
                 ) from None
-            info = _info(json.loads(body.read()), f"s3://{self.bucket}/{base}")
+            return _info(json.loads(body.read()), f"s3://{self.bucket}/{base}")
+
+    def fetch(self, dataset: str, snapshot_id: str, destination: Path) -> tuple[SnapshotInfo, Path]:
+        client = self.s3.get_client()
+        base = self._key(f"{dataset}/{snapshot_id}")
+        info = self.manifest(dataset, snapshot_id)
+        with _s3_errors(self.bucket):
             target = destination / dataset / snapshot_id / DATA_FILE
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(".partial")
@@ -181,6 +194,17 @@ class S3SnapshotStore(SnapshotStore):
         # Multipart for large files; the object appears only when the upload completes.
         with _s3_errors(self.bucket):
             self.s3.get_client().upload_file(str(source), self.bucket, self._key(relative))
+
+
+def parquet_rows(path: Path, shown: str | None = None) -> int:
+    """Rows of a Parquet file; a file that is not one is refused naming it (`shown`, where the
+    local path is a temporary copy), not with pyarrow's words alone."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        size = path.stat().st_size if path.exists() else 0
+        what = "an empty file (0 bytes)" if size == 0 else f"not a Parquet file ({size:,} bytes)"
+        raise SnapshotIntegrityError(f"{shown or path}: {what}: {exc}") from None
 
 
 def _info(manifest: dict[str, Any], location: str) -> SnapshotInfo:
