@@ -688,3 +688,50 @@ def test_without_criteria_skops_loads_under_the_default_policy_and_no_gates_is_n
     html = (folder / "report.html").read_text()
     assert "NO GATES" in html and "no gates were asked for" in html
     assert "BLOCKED" not in html and "PASSED" not in html
+
+
+# --- exit codes through the documented commands (issue 22, item 8b) ------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_make_eval_names_the_exit_code_of_eval_assets_which_make_cannot_keep(files, tmp_path):
+    """GNU make exits 2 whenever a recipe fails, so `make eval` turned "a gate failed" (1) into
+    what reads as "bad input" (2). The target cannot keep the code; it must say which it was."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MAKEFLAGS", None)
+    common = [f"DATA={files['data']}", f"CRITERIA={files['criteria']}", f"OUT={tmp_path / 'out'}"]
+
+    def make_eval(*variables: str) -> subprocess.CompletedProcess[str]:
+        # RUN= runs the installed eval-assets from PATH; -o setup skips the environment sync.
+        return subprocess.run(
+            ["make", "--no-print-directory", "-o", "setup", "eval", "RUN=", *variables, *common],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    failed = make_eval(f"MODEL={files['noise_skops']}", f"CHAMPION={files['good_skops']}")
+    assert failed.returncode == 2  # make's own code for any failed recipe
+    assert "make eval: eval-assets exited 1: a gate failed" in failed.stderr, failed.stderr
+
+    bad = make_eval(f"MODEL={tmp_path / 'missing.skops'}")
+    assert bad.returncode == 2
+    assert "make eval: eval-assets exited 2: bad input or usage" in bad.stderr, bad.stderr
+
+
+def test_the_readme_gives_the_exit_codes_for_eval_assets_itself_and_no_pickle_example():
+    """The README's promise (0 pass, 1 gate failed, 2 bad input) holds for the command it shows
+    beside it, eval-assets itself (whose codes the tests above prove), not for make; and its
+    examples do not teach loading pickles."""
+    readme = (REPO / "README.md").read_text()
+    promise = "It exits 0 when every gate passed (or none was asked for), 1 when a gate failed, 2"
+    assert promise in readme
+    before = readme[: readme.index(promise)]
+    command = before[before.rindex("```bash") :].splitlines()[1]
+    assert command.startswith("uv run --frozen eval-assets evaluate "), command
+    assert "make eval: eval-assets exited" not in command
+    assert ".pkl" not in readme.split("## How it is built")[0]
