@@ -590,10 +590,10 @@ def test_criteria_that_forbid_pickles_stop_a_pickle_before_it_runs_any_code(
         capsys=capsys,
     )
 
+    assert not marker.exists(), "the refused pickle's code ran"
     assert code == 2
     assert f"error: {evil}: pickle files run code when loaded" in stderr
     assert "loading policy forbids them" in stderr
-    assert not marker.exists(), "the refused pickle's code ran"
     assert not out.exists()
     # The canary is real: unpickled, it creates its marker.
     pickle.loads(evil.read_bytes())
@@ -621,10 +621,10 @@ def test_without_criteria_a_pickle_loads_only_when_the_user_says_they_trust_it(
         capsys=capsys,
     )
 
+    assert not marker.exists(), "the refused pickle's code ran"
     assert code == 2
     assert f"error: {evil}: pickle files run code when loaded" in stderr
     assert "pass --allow-pickle" in stderr
-    assert not marker.exists()
     assert not (tmp_path / "out").exists()
 
 
