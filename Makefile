@@ -32,10 +32,20 @@ test-fast: setup
 ui: setup home  ## Dagster UI and daemon on 127.0.0.1:3000
 	$(RUN) dagster dev -h 127.0.0.1 -p 3000
 
-eval: setup  ## make eval MODEL=model.pkl DATA=val.csv [CRITERIA=..] [LABEL=..] [CHAMPION=..]
+# make exits 2 whenever a recipe fails, so `make eval` cannot keep eval-assets' exit codes (0 pass,
+# 1 a gate failed, 2 bad input): it prints which one it was. Scripts call eval-assets directly.
+eval: setup  ## make eval MODEL=model.skops DATA=val.csv [CRITERIA=..] [LABEL=..] [CHAMPION=..] [ALLOW_PICKLE=1]
 	$(RUN) eval-assets evaluate --model-path "$(MODEL)" --data-path "$(DATA)" \
 	  $(if $(CRITERIA),--criteria "$(CRITERIA)") $(if $(LABEL),--label-column "$(LABEL)") \
-	  $(if $(CHAMPION),--champion-path "$(CHAMPION)") --out "$(or $(OUT),eval-out)"
+	  $(if $(CHAMPION),--champion-path "$(CHAMPION)") $(if $(ALLOW_PICKLE),--allow-pickle) \
+	  --out "$(or $(OUT),eval-out)"; status=$$?; \
+	case $$status in \
+	  0) ;; \
+	  1) echo "make eval: eval-assets exited 1: a gate failed (make reports it as its own 2)" >&2 ;; \
+	  2) echo "make eval: eval-assets exited 2: bad input or usage (see the error above)" >&2 ;; \
+	  *) echo "make eval: eval-assets exited $$status: interrupted or crashed" >&2 ;; \
+	esac; \
+	exit $$status
 
 schema: setup
 	$(RUN) eval-assets schema --out criteria.schema.json

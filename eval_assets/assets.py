@@ -552,6 +552,7 @@ def score_snapshot(
             local,
             allow_pickle=criteria.loading.allow_pickle,
             trusted_skops_types=criteria.loading.trusted_skops_types,
+            name=facts["partition"],  # errors name the version, not the download folder
         )
         data = streamed_parquet(handle)
         schema = data.schema_arrow

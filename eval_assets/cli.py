@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # The evaluation core (pandas, scikit-learn, matplotlib) is imported when a command runs, so that
 # `--help` and usage errors answer at once.
@@ -73,12 +73,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from eval_assets.core.contract import read_table, validate_dataset, validate_scores
     from eval_assets.core.digests import artifact_digest, evaluation_key
     from eval_assets.core.evaluation import evaluate
-    from eval_assets.core.models import load_model
     from eval_assets.core.provenance import run_id
     from eval_assets.core.slicing import build_slices
 
     progress = _Progress(total=6, quiet=args.quiet)
     criteria = _criteria(args)
+    policy = _loading_policy(args, criteria)
     progress(f"reading {args.data_path}")
     frame = read_table(args.data_path)
     dataset = validate_dataset(
@@ -89,22 +89,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     contract = criteria.dataset
 
-    def score(path: Path, role: str) -> tuple[LoadedModel, np.ndarray]:
-        # The user names these files themselves, so pickle is allowed; the format is reported.
-        model = load_model(
-            path,
-            allow_pickle=True,
-            trusted_skops_types=criteria.loading.trusted_skops_types,
-        )
-        progress(f"scoring {len(frame):,} rows with the {role} ({model.format}: {path})")
+    def score(model: LoadedModel, role: str) -> np.ndarray:
+        progress(f"scoring {len(frame):,} rows with the {role} ({model.format}: {model.path})")
         scores = model.predict_scores(frame, dataset.features, contract.positive_class)
-        validate_scores(scores, frame, contract.id_column, str(path))
-        return model, scores
+        validate_scores(scores, frame, contract.id_column, model.source)
+        return scores
 
-    candidate, candidate_scores = score(args.model_path, "candidate")
-    champion, champion_scores = (
-        score(args.champion_path, "champion") if args.champion_path else (None, None)
+    # Both models load before either is scored, so a refused champion stops the run at once.
+    candidate = _load(args.model_path, policy, criteria_given=bool(args.criteria))
+    champion = (
+        _load(args.champion_path, policy, criteria_given=bool(args.criteria))
+        if args.champion_path
+        else None
     )
+    candidate_scores = score(candidate, "candidate")
+    champion_scores = score(champion, "champion") if champion is not None else None
     if champion is None:
         progress("no champion given")
 
@@ -123,10 +122,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     staged = atomic.staging_dir(args.out / identity)
     try:
         gated = _write_outputs(
-            staged, args, result, criteria, candidate, champion, frame, key, identity, data_digest
+            staged,
+            args,
+            result,
+            criteria,
+            policy,
+            candidate,
+            champion,
+            frame,
+            key,
+            identity,
+            data_digest,
         )
         _write_report(
-            staged, result, criteria, dataset.labels, candidate_scores, champion_scores, identity
+            staged,
+            result,
+            criteria,
+            dataset.labels,
+            candidate_scores,
+            champion_scores,
+            identity,
+            gated,
         )
         atomic.publish_dir(staged, args.out / identity)
     except BaseException:
@@ -150,6 +166,7 @@ def _write_outputs(
     args: argparse.Namespace,
     result: Evaluation,
     criteria: Criteria,
+    policy: dict[str, Any],
     candidate: LoadedModel,
     champion: LoadedModel | None,
     frame: pd.DataFrame,
@@ -192,6 +209,7 @@ def _write_outputs(
             "hash": criteria.digest(),
             "path": str(args.criteria) if args.criteria else None,
         },
+        "loading_policy": policy,
         "threshold": contract.threshold,
         **result.metrics_record(),
     }
@@ -214,6 +232,7 @@ def _write_report(
     candidate_scores: np.ndarray,
     champion_scores: np.ndarray | None,
     identity: str,
+    gated: bool,
 ) -> None:
     """The same plots and HTML report as the Dagster evaluation_report asset."""
     from eval_assets.core.report import (
@@ -245,8 +264,58 @@ def _write_report(
         candidate=result.candidate,
         champion=result.champion,
         images=images,
+        gated=gated,
     )
     (staged / "report.html").write_text(html, encoding="utf-8")
+
+
+def _loading_policy(args: argparse.Namespace, criteria: Criteria) -> dict[str, Any]:
+    """The loading policy of this run and what decided it (recorded in metrics.json).
+
+    With --criteria, its `loading` section decides, as it does in the Dagster assets. Without,
+    the default policy: skops files and MLflow-skops folders load, pickles do not, because
+    unpickling runs the file's code; --allow-pickle is the user saying they trust their own file.
+    """
+    from eval_assets.core.criteria import CriteriaError
+
+    loading = criteria.loading
+    trusted = list(loading.trusted_skops_types)
+    if args.criteria:
+        if args.allow_pickle and not loading.allow_pickle:
+            raise CriteriaError(
+                f"{args.criteria}: --allow-pickle cannot override the criteria's loading policy, "
+                "which forbids pickles (loading.allow_pickle: false); save the model with skops, "
+                "or set loading.allow_pickle: true in the criteria"
+            )
+        return {
+            "allow_pickle": loading.allow_pickle,
+            "trusted_skops_types": trusted,
+            "decided_by": "criteria",
+        }
+    if args.allow_pickle:
+        return {
+            "allow_pickle": True,
+            "trusted_skops_types": trusted,
+            "decided_by": "--allow-pickle",
+        }
+    return {"allow_pickle": False, "trusted_skops_types": trusted, "decided_by": "default"}
+
+
+def _load(path: Path, policy: dict[str, Any], *, criteria_given: bool) -> LoadedModel:
+    from eval_assets.core.models import ModelLoadError, PickleRefusedError, load_model
+
+    try:
+        return load_model(
+            path,
+            allow_pickle=policy["allow_pickle"],
+            trusted_skops_types=policy["trusted_skops_types"],
+        )
+    except PickleRefusedError as exc:
+        if criteria_given:
+            raise
+        raise ModelLoadError(
+            f"{exc}; or, if you made this file yourself and trust it, pass --allow-pickle"
+        ) from None
 
 
 def _criteria(args: argparse.Namespace) -> Criteria:
@@ -306,6 +375,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--criteria", type=Path, help="criteria YAML (contract, slices, gates)")
     run.add_argument("--label-column", help="label column (required without --criteria)")
     run.add_argument("--champion-path", type=Path, help="champion model to compare against")
+    run.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load .pkl/.joblib files (and pickled MLflow models), which run code when loaded: "
+        "only for files you made yourself. Without --criteria, only skops loads unless this is "
+        "given; with --criteria, its loading section decides and this cannot override it",
+    )
     run.add_argument("--out", type=Path, default=Path("eval-out"), help="output folder")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     schema = commands.add_parser("schema", help="print the criteria file's JSON Schema")

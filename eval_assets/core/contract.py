@@ -169,6 +169,16 @@ def validate_scores(
     `frame` holds the scored rows; `first_row` is its first row's number in the whole dataset
     (scoring in batches), so the message names the row of the dataset, not of the batch.
     """
+    if scores.ndim != 1 or len(scores) != len(frame):
+        # Checked before the values: a short or long score array would otherwise be compared
+        # row by row with the wrong rows, or fail later in a numpy broadcast.
+        raise DatasetError(
+            source,
+            [
+                f"model scores have shape {scores.shape} for {len(frame)} rows starting at row "
+                f"{first_row}; one score per row is required"
+            ],
+        )
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     if bad.any():
         rows = np.flatnonzero(bad)

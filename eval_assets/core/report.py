@@ -672,6 +672,7 @@ background:#f6f7f9;font-size:14px}
 main{max-width:1280px;margin:0 auto;padding:0 24px 48px}
 header{padding:20px 24px;color:#fff}
 header.passed{background:#2e7d32}header.blocked{background:#c62828}
+header.ungated{background:#455a64}
 header h1{margin:0 0 6px;font-size:22px}
 .badge{display:inline-block;font-weight:700;letter-spacing:.05em;border:2px solid #fff;
 padding:2px 10px;border-radius:4px;margin-right:12px}
@@ -703,27 +704,36 @@ def html_report(
     champion: ModelMetrics | None,
     images: Mapping[str, bytes],
     mlflow_url: str | None = None,
+    gated: bool = True,
 ) -> str:
     """A self-contained HTML page: verdict, summary, gate, slice and fairness tables, plots.
 
     Nothing is fetched from the network: styles are inline and images are data URIs. The only
-    link is `mlflow_url`, when given (http or https).
+    link is `mlflow_url`, when given (http or https). `gated=False` is a run that asked for no
+    gates (the CLI without criteria gates or a champion): the page then shows metrics under a
+    "no gates" header instead of a verdict, as the command itself says.
     """
     if mlflow_url is not None and not re.match(r"^https?://", mlflow_url):
         raise ValueError(f"mlflow_url must be an http(s) URL, got {mlflow_url!r}")
-    state = "passed" if verdict.passed else "blocked"
+    state = ("passed" if verdict.passed else "blocked") if gated else "ungated"
+    badge = "NO GATES" if state == "ungated" else state.upper()
     failed_slices = {r.slice for g in verdict.gates for r in g.results if not r.passed}
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)} - {state.upper()}</title>",
+        f"<title>{_e(title)} - {badge}</title>",
         f"<style>{_CSS}</style></head><body>",
-        f'<header class="{state}"><h1><span class="badge">{state.upper()}</span>{_e(title)}</h1>',
+        f'<header class="{state}"><h1><span class="badge">{badge}</span>{_e(title)}</h1>',
         f"<div>criteria hash {_e(verdict.criteria_hash)}; "
         f"champion {'compared on the same rows' if verdict.champion_present else 'absent'}</div>",
     ]
-    if not verdict.passed:
+    if not gated:
+        parts.append(
+            "<div>no gates were asked for: these are metrics only, not a verdict "
+            "(give criteria with gates, or a champion, to gate)</div>"
+        )
+    elif not verdict.passed:
         reasons = [_failure_item(g) for g in verdict.failed_gates] or [
             "<li>no gate produced a result: the verdict fails closed</li>"
         ]

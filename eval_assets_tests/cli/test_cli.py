@@ -12,6 +12,7 @@ launches them all at once and each test then reads the outcome of its own.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import pickle
@@ -29,6 +30,8 @@ import pytest
 import skops.io
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+
+from eval_assets_tests.support.malformed import KINDS, MALFORMED_TYPE, MalformedOutput
 
 FEATURES = ["x1", "x2", "x3"]
 TIMESTAMP_RUN_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
@@ -104,6 +107,17 @@ def files(tmp_path_factory) -> dict[str, Path]:
     skops.io.dump(noise, paths["noise_skops"])
     paths["noise_pkl"].write_bytes(pickle.dumps(noise))
     paths["good_auc"] = roc_auc_score(frame["label"], good.predict_proba(frame[FEATURES])[:, 1])
+    # Criteria that trust the malformed-output model's skops type, and criteria that say in so
+    # many words that pickles may not load.
+    paths["criteria_trusting"] = root / "criteria_trusting.yaml"
+    paths["criteria_trusting"].write_text(
+        CRITERIA + f"loading:\n  trusted_skops_types: [{MALFORMED_TYPE}]\n"
+    )
+    paths["criteria_no_pickle"] = root / "criteria_no_pickle.yaml"
+    paths["criteria_no_pickle"].write_text(CRITERIA + "loading:\n  allow_pickle: false\n")
+    for kind in KINDS:
+        paths[f"malformed_{kind}"] = root / f"malformed_{kind}.skops"
+        skops.io.dump(MalformedOutput(good, kind), paths[f"malformed_{kind}"])
     return paths
 
 
@@ -199,7 +213,7 @@ def runs(files, tmp_path_factory) -> dict[str, Run]:
 
     scenarios: dict[str, Run] = {}
     scenarios["bare"] = evaluate(
-        place("bare"), "--label-column", "label", model="good_pkl", data="bare"
+        place("bare"), "--label-column", "label", "--allow-pickle", model="good_pkl", data="bare"
     )
     repo = place("clean") / "repo"
     scenarios["passing"] = evaluate(
@@ -207,7 +221,7 @@ def runs(files, tmp_path_factory) -> dict[str, Run]:
         "--criteria",
         files["criteria"],
         "--champion-path",
-        files["noise_pkl"],
+        files["noise_skops"],
         "--quiet",
         model="good_skops",
         sha=git_repo(repo),
@@ -216,6 +230,7 @@ def runs(files, tmp_path_factory) -> dict[str, Run]:
         place("default_gate"),
         "--label-column",
         "label",
+        "--allow-pickle",
         "--champion-path",
         files["noise_pkl"],
         model="good_pkl",
@@ -227,8 +242,8 @@ def runs(files, tmp_path_factory) -> dict[str, Run]:
         "--criteria",
         files["criteria"],
         "--champion-path",
-        files["good_pkl"],
-        model="noise_pkl",
+        files["good_skops"],
+        model="noise_skops",
         sha=git_repo(repo, dirty=True),
     )
     bad = place("bad_data")
@@ -237,16 +252,16 @@ def runs(files, tmp_path_factory) -> dict[str, Run]:
     frame.loc[10, "x2"] = "n/a?"
     frame.to_csv(bad / "bad.csv", index=False)
     scenarios["bad_data"] = evaluate(
-        bad, "--criteria", files["criteria"], model="good_pkl", data=bad / "bad.csv"
+        bad, "--criteria", files["criteria"], model="good_skops", data=bad / "bad.csv"
     )
     missing = place("missing")
     scenarios["missing_data"] = evaluate(
-        missing, "--criteria", files["criteria"], model="good_pkl", data=missing / "nope.csv"
+        missing, "--criteria", files["criteria"], model="good_skops", data=missing / "nope.csv"
     )
     broken = place("bad_criteria")
     (broken / "criteria.yaml").write_text(BROKEN_CRITERIA)
     scenarios["bad_criteria"] = evaluate(
-        broken, "--criteria", broken / "criteria.yaml", model="good_pkl"
+        broken, "--criteria", broken / "criteria.yaml", model="good_skops"
     )
     usage = place("usage")
     scenarios["usage"] = Run(usage, usage / "out", ["evaluate", "--data-path", "x.csv"])
@@ -280,6 +295,12 @@ def test_without_criteria_it_writes_metrics_and_a_confusion_matrix_and_no_verdic
     metrics = run.json("metrics.json")
     assert metrics["run_id"] == folder.name
     assert metrics["models"]["candidate"]["format"] == "pickle"
+    # Without criteria, the pickle loaded because the user said they trust it.
+    assert metrics["loading_policy"] == {
+        "allow_pickle": True,
+        "trusted_skops_types": [],
+        "decided_by": "--allow-pickle",
+    }
     assert metrics["models"]["champion"] is None
     assert metrics["data"]["rows"] == 3000
     (overall,) = metrics["candidate"]["slices"]
@@ -322,6 +343,8 @@ def test_passing_gates_exit_zero_and_the_run_id_begins_with_the_git_commit(runs)
     assert run.stdout.count("PASS  ") == 4
     assert run.stderr == ""  # --quiet
     assert metrics["models"]["candidate"]["format"] == "skops"
+    assert metrics["loading_policy"]["decided_by"] == "criteria"
+    assert metrics["loading_policy"]["allow_pickle"] is False
     assert [s["slice"] for s in metrics["candidate"]["slices"]] == [
         "overall",
         "high_value",
@@ -412,7 +435,7 @@ def test_a_label_column_override_that_breaks_the_criteria_exits_two(files, tmp_p
         [
             "evaluate",
             "--model-path",
-            str(files["good_pkl"]),
+            str(files["good_skops"]),
             "--data-path",
             str(files["data"]),
             "--criteria",
@@ -439,7 +462,7 @@ def test_an_output_folder_that_cannot_be_written_exits_two_not_one(files, tmp_pa
         [
             "evaluate",
             "--model-path",
-            str(files["good_pkl"]),
+            str(files["good_skops"]),
             "--data-path",
             str(files["bare"]),
             "--label-column",
@@ -453,3 +476,262 @@ def test_an_output_folder_that_cannot_be_written_exits_two_not_one(files, tmp_pa
     assert code == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert list(tmp_path.iterdir()) == [blocker]
+
+
+def cli(*args: object, capsys) -> tuple[int, str, str]:
+    """`eval-assets` in process: (exit code, stdout, stderr)."""
+    from eval_assets.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+class Canary:
+    """Unpickling this creates `marker`: proof that code in a pickle ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return builtins.open, (str(self.marker), "w")
+
+
+def canary(path: Path) -> Path:
+    """Write a canary pickle at `path`; return the marker its unpickling would create."""
+    marker = path.parent / f"{path.name}.ran"
+    path.write_bytes(pickle.dumps(Canary(marker)))
+    return marker
+
+
+# --- a model whose output breaks the contract (issue 22, item 3) ---------------------------------
+
+MALFORMED = {
+    # kind: what the error must say
+    "three-columns": "returned 3 columns for the model's 2 classes",
+    "one-dimensional": "returned an array of shape (3000,)",
+    "too-few-rows": "returned 2999 rows for 3000 input rows",
+    "too-many-rows": "returned 3001 rows for 3000 input rows",
+    "text": "returned values of dtype <U",
+    "nan": "model score nan for row 3 (id 'tx00003')",
+    "out-of-range": "model score 1.5 for row 5 (id 'tx00005')",
+}
+
+
+@pytest.mark.parametrize(
+    "kind, role",
+    [(kind, "model") for kind in MALFORMED]
+    + [("three-columns", "champion"), ("one-dimensional", "champion")],
+)
+def test_a_model_whose_output_breaks_the_contract_exits_two_naming_the_file(
+    files, tmp_path, capsys, kind, role
+):
+    """A three-column output for a binary model used to be scored and gated, a 1-D or wrongly
+    sized one crashed with a numpy traceback and exit 1 ("gate failed"). Each is bad input:
+    exit 2, the file named, nothing written to --out, as the candidate and as the champion."""
+    malformed = files[f"malformed_{kind}"]
+    model, champion = (malformed, files["good_skops"])
+    if role == "champion":
+        model, champion = files["good_skops"], malformed
+    out = tmp_path / "out"
+
+    code, stdout, stderr = cli(
+        "evaluate",
+        "--model-path",
+        model,
+        "--data-path",
+        files["data"],
+        "--criteria",
+        files["criteria_trusting"],
+        "--champion-path",
+        champion,
+        "--out",
+        out,
+        "--quiet",
+        capsys=capsys,
+    )
+
+    assert code == 2, stdout + stderr
+    assert stderr.startswith(f"error: {malformed}: "), stderr
+    assert MALFORMED[kind] in stderr, stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()
+
+
+# --- the loading policy (issue 22, item 6) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["model", "champion"])
+def test_criteria_that_forbid_pickles_stop_a_pickle_before_it_runs_any_code(
+    files, tmp_path, capsys, role
+):
+    """The CLI used to load any pickle it was given, whatever the criteria said, so a pickle's
+    code ran on the user's machine (the canary's marker appeared). With loading.allow_pickle:
+    false the pickle is refused unopened, as the model and as the champion."""
+    evil = tmp_path / "evil.pkl"
+    marker = canary(evil)
+    model, champion = (
+        (evil, files["good_skops"]) if role == "model" else (files["good_skops"], evil)
+    )
+    out = tmp_path / "out"
+
+    code, _, stderr = cli(
+        "evaluate",
+        "--model-path",
+        model,
+        "--data-path",
+        files["data"],
+        "--criteria",
+        files["criteria_no_pickle"],
+        "--champion-path",
+        champion,
+        "--out",
+        out,
+        capsys=capsys,
+    )
+
+    assert not marker.exists(), "the refused pickle's code ran"
+    assert code == 2
+    assert f"error: {evil}: pickle files run code when loaded" in stderr
+    assert "loading policy forbids them" in stderr
+    assert not out.exists()
+    # The canary is real: unpickled, it creates its marker.
+    pickle.loads(evil.read_bytes())
+    assert marker.exists()
+
+
+def test_without_criteria_a_pickle_loads_only_when_the_user_says_they_trust_it(
+    files, tmp_path, capsys
+):
+    """Without criteria the default policy applies: skops loads, a pickle does not, and the error
+    says how to vouch for one's own file (--allow-pickle)."""
+    evil = tmp_path / "evil.pkl"
+    marker = canary(evil)
+
+    code, _, stderr = cli(
+        "evaluate",
+        "--model-path",
+        evil,
+        "--data-path",
+        files["bare"],
+        "--label-column",
+        "label",
+        "--out",
+        tmp_path / "out",
+        capsys=capsys,
+    )
+
+    assert not marker.exists(), "the refused pickle's code ran"
+    assert code == 2
+    assert f"error: {evil}: pickle files run code when loaded" in stderr
+    assert "pass --allow-pickle" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_allow_pickle_cannot_override_criteria_that_forbid_pickles(files, tmp_path, capsys):
+    """--allow-pickle is the user trusting their own file; the criteria are the model's policy,
+    and a command-line flag must not overrule them: a usage error, before anything loads."""
+    evil = tmp_path / "evil.pkl"
+    marker = canary(evil)
+
+    for criteria in (files["criteria_no_pickle"], files["criteria"]):  # explicit, and by default
+        code, _, stderr = cli(
+            "evaluate",
+            "--model-path",
+            evil,
+            "--data-path",
+            files["data"],
+            "--criteria",
+            criteria,
+            "--allow-pickle",
+            "--out",
+            tmp_path / "out",
+            capsys=capsys,
+        )
+
+        assert code == 2
+        assert stderr.startswith(f"error: {criteria}: --allow-pickle cannot override"), stderr
+        assert not marker.exists()
+        assert not (tmp_path / "out").exists()
+
+
+def test_without_criteria_skops_loads_under_the_default_policy_and_no_gates_is_no_verdict(
+    files, tmp_path, capsys
+):
+    """The default policy loads skops with no flag and is recorded as such; and a run that asked
+    for no gates says so in its report, as the command does, instead of BLOCKED (issue 22,
+    item 8a: the report said BLOCKED while the command said "no gates" and exited 0)."""
+    out = tmp_path / "out"
+
+    code, stdout, stderr = cli(
+        "evaluate",
+        "--model-path",
+        files["good_skops"],
+        "--data-path",
+        files["bare"],
+        "--label-column",
+        "label",
+        "--out",
+        out,
+        capsys=capsys,
+    )
+
+    assert code == 0, stderr
+    assert "no gates were asked for" in stderr
+    (folder,) = out.iterdir()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["loading_policy"] == {
+        "allow_pickle": False,
+        "trusted_skops_types": [],
+        "decided_by": "default",
+    }
+    html = (folder / "report.html").read_text()
+    assert "NO GATES" in html and "no gates were asked for" in html
+    assert "BLOCKED" not in html and "PASSED" not in html
+
+
+# --- exit codes through the documented commands (issue 22, item 8b) ------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_make_eval_names_the_exit_code_of_eval_assets_which_make_cannot_keep(files, tmp_path):
+    """GNU make exits 2 whenever a recipe fails, so `make eval` turned "a gate failed" (1) into
+    what reads as "bad input" (2). The target cannot keep the code; it must say which it was."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MAKEFLAGS", None)
+    common = [f"DATA={files['data']}", f"CRITERIA={files['criteria']}", f"OUT={tmp_path / 'out'}"]
+
+    def make_eval(*variables: str) -> subprocess.CompletedProcess[str]:
+        # RUN= runs the installed eval-assets from PATH; -o setup skips the environment sync.
+        return subprocess.run(
+            ["make", "--no-print-directory", "-o", "setup", "eval", "RUN=", *variables, *common],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    failed = make_eval(f"MODEL={files['noise_skops']}", f"CHAMPION={files['good_skops']}")
+    assert failed.returncode == 2  # make's own code for any failed recipe
+    assert "make eval: eval-assets exited 1: a gate failed" in failed.stderr, failed.stderr
+
+    bad = make_eval(f"MODEL={tmp_path / 'missing.skops'}")
+    assert bad.returncode == 2
+    assert "make eval: eval-assets exited 2: bad input or usage" in bad.stderr, bad.stderr
+
+
+def test_the_readme_gives_the_exit_codes_for_eval_assets_itself_and_no_pickle_example():
+    """The README's promise (0 pass, 1 gate failed, 2 bad input) holds for the command it shows
+    beside it, eval-assets itself (whose codes the tests above prove), not for make; and its
+    examples do not teach loading pickles."""
+    readme = (REPO / "README.md").read_text()
+    promise = "It exits 0 when every gate passed (or none was asked for), 1 when a gate failed, 2"
+    assert promise in readme
+    before = readme[: readme.index(promise)]
+    command = before[before.rindex("```bash") :].splitlines()[1]
+    assert command.startswith("uv run --frozen eval-assets evaluate "), command
+    assert "make eval: eval-assets exited" not in command
+    assert ".pkl" not in readme.split("## How it is built")[0]

@@ -283,3 +283,16 @@ def test_a_score_that_is_not_a_probability_is_named_with_its_row_and_id(bad):
 def test_a_bad_score_in_a_later_batch_is_named_with_its_row_in_the_whole_dataset():
     with pytest.raises(DatasetError, match=r"score nan for row 102 \(id 't3'\)"):
         validate_scores(np.array([0.1, 0.2, np.nan, 0.4]), good_frame(), "id", "m", first_row=100)
+
+
+@pytest.mark.parametrize("shape", [(3,), (5,), (4, 1)])
+def test_scores_that_are_not_one_per_row_are_refused_before_their_values(shape):
+    """Issue 22 item 3: too few or too many scores used to reach numpy's broadcasting (or be
+    compared with the wrong rows); the check names the source, the shape and the row count."""
+    with pytest.raises(DatasetError) as caught:
+        validate_scores(np.full(shape, 0.5), good_frame(), "id", "model.skops", first_row=100)
+
+    assert str(caught.value) == (
+        f"model.skops: model scores have shape {shape} for 4 rows starting at row 100; "
+        "one score per row is required"
+    )

@@ -264,3 +264,79 @@ def test_a_folder_without_a_usable_mlmodel_is_refused(tmp_path):
     (no_sklearn / "MLmodel").write_text("flavors: [sklearn]\n")
     with pytest.raises(ModelLoadError, match="no sklearn flavor"):
         load_model(no_sklearn, allow_pickle=True)
+
+
+# --- what a model returns -------------------------------------------------------------------------
+
+MALFORMED_OUTPUTS = {
+    # kind: what the error must say about the output
+    "three-columns": "returned 3 columns for the model's 2 classes",
+    "one-dimensional": "returned an array of shape (300,)",
+    "too-few-rows": "returned 299 rows for 300 input rows",
+    "too-many-rows": "returned 301 rows for 300 input rows",
+    "text": "returned values of dtype <U",
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED_OUTPUTS))
+def test_a_malformed_predict_proba_output_is_refused_naming_the_model_and_the_problem(
+    tmp_path, kind
+):
+    """Issue 22 item 3: a 3-column output for a binary model was scored (its second column taken
+    as the score) and promoted; a 1-D or short output crashed with an IndexError or a numpy
+    broadcast error; text was silently parsed as numbers. Each is now a ModelOutputError that
+    names the file, the rows and what was wrong."""
+    from eval_assets.core.models import ModelOutputError
+    from eval_assets_tests.support.malformed import MALFORMED_TYPE, MalformedOutput
+
+    path = tmp_path / f"{kind}.skops"
+    skops.io.dump(MalformedOutput(CLASSIFIER, kind), path)
+    loaded = load_model(path, allow_pickle=False, trusted_skops_types=[MALFORMED_TYPE])
+
+    with pytest.raises(ModelOutputError) as caught:
+        loaded.predict_scores(X, ["a", "b", "c"])
+
+    message = str(caught.value)
+    assert message.startswith(f"{path}: predict_proba on rows 0..299 returned "), message
+    assert MALFORMED_OUTPUTS[kind] in message, message
+    assert "expected shape (300, 2): one row per input row, one column per class [0, 1]" in message
+    assert isinstance(caught.value, ModelLoadError)  # every caller's "unusable model" path
+
+
+def test_output_errors_name_the_model_as_the_caller_names_it(skops_file):
+    """The Dagster assets load from a temporary download folder; their errors must name the
+    version instead, which the caller passes as `name`."""
+    from eval_assets.core.models import ModelOutputError, PickleRefusedError
+
+    class Short:
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, frame):
+            return np.full((len(frame) - 1, 2), 0.5)
+
+    loaded = load_model(skops_file, allow_pickle=False, name="fraud_detector.v7")
+    with pytest.raises(ModelOutputError, match=r"^fraud_detector\.v7: predict_proba on rows 0\.\."):
+        type(loaded)(Short(), "skops", skops_file, loaded.digest, loaded.name).predict_scores(
+            X, ["a", "b", "c"]
+        )
+    assert loaded.source == "fraud_detector.v7"
+    assert load_model(skops_file, allow_pickle=False).source == str(skops_file)
+    assert issubclass(PickleRefusedError, ModelLoadError)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.float32])
+def test_numeric_outputs_of_any_width_are_accepted_as_floats(skops_file, dtype):
+    """Integer (hard 0/1) or float32 probabilities are numbers: the output check looks at their
+    shape and kind only, and leaves their range to contract.validate_scores."""
+    loaded = load_model(skops_file, allow_pickle=False)
+
+    class Narrow:
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, frame):
+            return np.column_stack([1 - (frame["a"] > 0), frame["a"] > 0]).astype(dtype)
+
+    narrow = type(loaded)(Narrow(), "skops", skops_file, loaded.digest)
+    scores = narrow.predict_scores(X, ["a", "b", "c"])
+    assert scores.dtype == np.float64
+    np.testing.assert_array_equal(scores, (X["a"] > 0).to_numpy(dtype=float))

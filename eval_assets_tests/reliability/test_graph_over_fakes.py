@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 import yaml
 from dagster import AssetKey, DagsterInstance
 
@@ -41,6 +42,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.malformed import MALFORMED_TYPE, MalformedOutput
 from eval_assets_tests.support.runs import failure_text, stub_plots
 
 ROWS = 6000
@@ -126,7 +128,9 @@ class Graph:
 
 def sized_criteria(folder: Path) -> Path:
     """The real criteria sized for a few thousand rows: smaller support, looser fairness bound
-    (a fairness gate on ~100 positives is noise), fewer bootstrap resamples."""
+    (a fairness gate on ~100 positives is noise), fewer bootstrap resamples. The test's
+    malformed-output model is a trusted skops type, so it loads and only its output is at fault;
+    pickles stay forbidden."""
     gates = yaml.safe_load((REPO / "criteria" / f"{MODEL}.yaml").read_text())["gates"]
     for gate in gates:
         if gate["kind"] == "support":
@@ -134,7 +138,10 @@ def sized_criteria(folder: Path) -> Path:
         if gate["kind"] == "fairness":
             gate["max"] = 0.5
     return write_criteria(
-        folder, gates=gates, bootstrap={"resamples": 100, "seed": 7, "confidence": 0.95}
+        folder,
+        gates=gates,
+        bootstrap={"resamples": 100, "seed": 7, "confidence": 0.95},
+        loading={"allow_pickle": False, "trusted_skops_types": [MALFORMED_TYPE]},
     )
 
 
@@ -339,6 +346,46 @@ def test_an_artifact_that_changes_after_first_sight_is_refused(graph: Graph, tmp
     assert not again.success
     assert "recorded when the version was first seen" in failure_text(again)
     assert graph.registry.get_version(MODEL, version).tags[DIGEST_TAG] == pinned  # not re-pinned
+
+
+# --- a model whose output breaks the contract: `predictions` fails naming the version ------------
+
+MALFORMED = {
+    # kind: what the run's failure must say
+    "three-columns": "returned 3 columns for the model's 2 classes",
+    "one-dimensional": f"returned an array of shape ({ROWS},)",
+    "too-few-rows": f"returned {ROWS - 1} rows for {ROWS} input rows",
+    "too-many-rows": f"returned {ROWS + 1} rows for {ROWS} input rows",
+    "text": "returned values of dtype <U",
+    "nan": "model score nan for row 3",
+    "out-of-range": "model score 1.5 for row 5",
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_model_whose_output_breaks_the_contract_fails_predictions_and_promotes_nothing(
+    graph: Graph, tmp_path: Path, fast_plots: None, kind: str
+):
+    """Issue 22 item 3 through the graph: a three-column (or text) output for a binary model was
+    scored and promoted to champion, and 1-D or wrongly sized outputs failed with numpy errors
+    that named neither the version nor the problem. Each must fail `predictions` naming the
+    version partition, with nothing downstream and the champion where it was."""
+    folder = tmp_path / kind
+    _mlmodel(folder, "model.skops", fmt="skops")
+    skops.io.dump(MalformedOutput(graph.good, kind), folder / "model.skops")  # type: ignore[attr-defined]
+    version, registered = graph.register(folder)
+    assert registered.success, failure_text(registered)  # it loads: only its output is wrong
+
+    result = graph.evaluate(version)
+
+    assert not result.success
+    assert failed_steps(result) == {f"{MODEL}__predictions"}
+    text = failure_text(result)
+    assert f"{MODEL}.v{version}: " in text, text
+    assert MALFORMED[kind] in text, text
+    assert_nothing_downstream(graph, version, GOLDEN)
+    stored = Path(graph.store.root) / MODEL / "predictions" / f"{MODEL}.v{version}"
+    assert not (stored / f"{GOLDEN}.parquet").exists()  # no partial predictions file either
 
 
 # --- two sensor ticks racing for the same new version ---------------------------------------------
