@@ -70,8 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from eval_assets.core import atomic
-    from eval_assets.core.contract import read_table, validate_dataset, validate_scores
-    from eval_assets.core.digests import artifact_digest, evaluation_key
+    from eval_assets.core.contract import read_hashed_table, validate_dataset, validate_scores
+    from eval_assets.core.digests import evaluation_key
     from eval_assets.core.evaluation import evaluate
     from eval_assets.core.provenance import run_id
     from eval_assets.core.slicing import build_slices
@@ -80,7 +80,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     criteria = _criteria(args)
     policy = _loading_policy(args, criteria)
     progress(f"reading {args.data_path}")
-    frame = read_table(args.data_path)
+    # The digest recorded is that of the bytes the frame was read from.
+    frame, data_digest = read_hashed_table(args.data_path)
     dataset = validate_dataset(
         frame,
         criteria.dataset,
@@ -111,7 +112,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     slices = build_slices(frame, criteria)
     fairness = {a: frame[a].astype(str).to_numpy() for a in criteria.fairness}
     result = evaluate(criteria, dataset.labels, slices, fairness, candidate_scores, champion_scores)
-    data_digest = artifact_digest(args.data_path)
     key = evaluation_key(candidate.digest, data_digest, criteria.digest())
     identity = run_id(key)
     if champion is not None:

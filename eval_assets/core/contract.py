@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from eval_assets.core.criteria import DatasetContract
+from eval_assets.core.digests import handle_digest
 
 MAX_SHOWN = 3
 
@@ -39,16 +40,28 @@ class ValidatedDataset:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read CSV or Parquet; unreadable or non-UTF-8 files raise DatasetError naming the file."""
+    return read_hashed_table(path)[0]
+
+
+def read_hashed_table(path: str | Path) -> tuple[pd.DataFrame, str]:
+    """`read_table`, with the SHA-256 of the very bytes the frame was parsed from (hashed through
+    the handle that is then read: a file replaced in between cannot be recorded for another)."""
     path = Path(path)
     source = str(path)
     if not path.exists():
         raise DatasetError(source, ["file does not exist"])
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv", ".txt"):
+        raise DatasetError(source, [f"unsupported data format {suffix!r}; use .csv or .parquet"])
     try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".txt"):
-            return pd.read_csv(path, encoding="utf-8", encoding_errors="strict", low_memory=False)
+        with open(path, "rb") as handle:
+            digest = handle_digest(handle)
+            if suffix in (".parquet", ".pq"):
+                return pd.read_parquet(handle), digest
+            frame = pd.read_csv(
+                handle, encoding="utf-8", encoding_errors="strict", low_memory=False
+            )
+            return frame, digest
     except UnicodeDecodeError:
         # pandas reports the offset inside its own buffer; find the byte in the file instead.
         raise DatasetError(source, [f"not valid UTF-8 text: {_first_invalid_utf8(path)}"]) from None
@@ -56,7 +69,6 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DatasetError(source, ["the file is empty: no header and no rows"]) from None
     except (pd.errors.ParserError, OSError, ValueError) as exc:
         raise DatasetError(source, [f"cannot be read as {suffix[1:]}: {exc}"]) from None
-    raise DatasetError(source, [f"unsupported data format {suffix!r}; use .csv or .parquet"])
 
 
 def validate_dataset(

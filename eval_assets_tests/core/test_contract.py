@@ -7,12 +7,15 @@ back with 0/1 labels and the resolved feature list.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from eval_assets.core.contract import (
     DatasetError,
+    read_hashed_table,
     read_table,
     validate_dataset,
     validate_scores,
@@ -296,3 +299,37 @@ def test_scores_that_are_not_one_per_row_are_refused_before_their_values(shape):
         f"model.skops: model scores have shape {shape} for 4 rows starting at row 100; "
         "one score per row is required"
     )
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data.parquet"])
+def test_the_digest_read_with_a_table_is_that_of_the_bytes_the_frame_came_from(
+    tmp_path, monkeypatch, name
+):
+    """The CLI records the data's SHA-256 beside its metrics: it must be the hash of the bytes
+    parsed, even when the file is replaced (renamed over) between hashing and parsing."""
+    import eval_assets.core.contract as contract
+
+    path = tmp_path / name
+    first = pd.DataFrame({"id": ["a", "b"], "y": [0, 1]})
+    second = pd.DataFrame({"id": ["c", "d", "e"], "y": [1, 0, 1]})
+    write = (
+        (lambda f, p: f.to_csv(p, index=False))
+        if name.endswith(".csv")
+        else (lambda f, p: f.to_parquet(p, index=False))
+    )
+    write(first, path)
+    first_bytes = path.read_bytes()
+    hashed = contract.handle_digest
+
+    def hash_then_replace(handle):
+        digest = hashed(handle)
+        write(second, tmp_path / f"next-{name}")
+        (tmp_path / f"next-{name}").replace(path)
+        return digest
+
+    monkeypatch.setattr(contract, "handle_digest", hash_then_replace)
+    frame, digest = read_hashed_table(path)
+
+    assert frame.equals(first)
+    assert digest == hashlib.sha256(first_bytes).hexdigest()
+    assert path.read_bytes() != first_bytes  # the file really was replaced in between
