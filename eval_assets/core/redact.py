@@ -29,7 +29,11 @@ def redact_url(url: str, *, keep_path: bool = True) -> str:
     dropped, and the path too unless `keep_path`. A URL with nothing to hide comes back as is."""
     parts = urlsplit(url)
     hides_path = not keep_path and parts.path not in ("", "/")
-    if not parts.scheme or not ("@" in parts.netloc or parts.query or parts.fragment or hides_path):
+    if not parts.scheme or (not parts.netloc and "@" in url):
+        # Not a URL this can take apart ("host:port/path", "user:token@host"): shown only when
+        # it can hold no secret ("databricks").
+        return url if keep_path and "@" not in url and "?" not in url else REDACTED
+    if not ("@" in parts.netloc or parts.query or parts.fragment or hides_path):
         return url
     _, at, hostport = parts.netloc.rpartition("@")
     netloc = f"{REDACTED}@{hostport}" if at else hostport

@@ -90,3 +90,9 @@ def test_short_common_words_are_not_treated_as_secrets():
 
     assert "hooks" not in secrets and "v1" not in secrets
     assert TOKEN in secrets
+
+
+def test_what_is_not_a_url_is_hidden_whole_unless_it_cannot_hold_a_secret():
+    assert redact_url(f"127.0.0.1:9/hooks/{TOKEN}", keep_path=False) == "***"
+    assert redact_url(f"mlops:{TOKEN}@mlflow.example.com") == "***"
+    assert redact_url("databricks") == "databricks"
