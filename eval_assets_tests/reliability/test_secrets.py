@@ -303,7 +303,7 @@ def dagster_log() -> Iterator[list[str]]:
 @pytest.mark.parametrize(
     "url",
     [
-        # userinfo: urllib takes "user:TOKEN@host" for a host and a port, and says so
+        # userinfo: urllib cannot send it, and looks "user:TOKEN@host" up as a host name
         "http://alerts:{token}@127.0.0.1:{port}/hook",
         # no scheme: urllib refuses it in Request(), before any connection
         "127.0.0.1:{port}/hooks/{token}",
