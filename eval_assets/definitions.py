@@ -182,9 +182,18 @@ def resources(settings: Settings) -> dict[str, object]:
         if os.environ.get("EVAL_ASSETS_ALERT_WEBHOOK_URL")
         else None
     )
+    # A value given as config is stored in every run's job snapshot and shown in the UI; an
+    # `EnvVar` is stored by name. The tracking URI may carry `user:token@`, so when it comes from
+    # the process environment it is passed by name (a URI given otherwise, as tests do, stays a
+    # value).
+    tracking_uri = (
+        EnvVar("MLFLOW_TRACKING_URI")
+        if os.environ.get("MLFLOW_TRACKING_URI") == settings.tracking_uri
+        else settings.tracking_uri
+    )
     return {
         "model_registry": MlflowModelRegistry(
-            tracking_uri=settings.tracking_uri, artifact_root=settings.artifact_root
+            tracking_uri=tracking_uri, artifact_root=settings.artifact_root
         ),
         "snapshot_store": snapshots,
         "evaluation_store": store,

@@ -16,16 +16,28 @@ import pandas as pd
 from eval_assets.core.criteria import DatasetContract
 from eval_assets.core.digests import handle_digest
 
+# Columns, rows and values an error names before it says how many more there are: a file with
+# 10,000 unexpected columns gets a readable error, not 10,000 lines.
 MAX_SHOWN = 3
+# Problems (one line each) an error lists before it says how many more there are.
+MAX_PROBLEMS = 10
+# Characters of a cell value shown: a cell can hold a megabyte of text.
+MAX_VALUE_CHARS = 60
 
 
 class DatasetError(ValueError):
-    """A dataset that breaks its contract; the message lists each problem."""
+    """A dataset that breaks its contract; the message lists the first problems, then a count.
+
+    `problems` keeps every problem, for callers that want them all.
+    """
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
         self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        lines = [f"{source}: {p}" for p in problems[:MAX_PROBLEMS]]
+        if len(problems) > MAX_PROBLEMS:
+            lines.append(f"{source}: and {len(problems) - MAX_PROBLEMS:,} more problems")
+        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -97,14 +109,19 @@ def validate_dataset(
         required.insert(0, id_col)
     required += [c for c in contract.columns if c not in required]
     required += [c for c in required_columns if c not in required]
-    missing = [c for c in required if c not in frame.columns]
-    for column in missing:
-        problems.append(f"column {column!r}: missing (the contract requires it)")
+    present = set(frame.columns)
+    missing = [c for c in required if c not in present]
+    if missing:
+        them = "it" if len(missing) == 1 else "them"
+        problems.append(f"{_columns(missing)}: missing (the contract requires {them})")
     if contract.extra_columns == "error":
-        extra = [c for c in frame.columns if c not in required]
-        for column in extra:
+        wanted = set(required)
+        extra = [c for c in frame.columns if c not in wanted]
+        if extra:
+            them = "it" if len(extra) == 1 else "them"
             problems.append(
-                f"column {column!r}: not in the contract (declare it, or set extra_columns: ignore)"
+                f"{_columns(extra)}: not in the contract "
+                f"(declare {them}, or set extra_columns: ignore)"
             )
     if problems:
         raise DatasetError(source, problems)
@@ -116,7 +133,7 @@ def validate_dataset(
         csv = source.lower().endswith(".csv")
         shown = [f"line {int(r) + 2}" if csv else f"row {int(r)}" for r in rows[:MAX_SHOWN]]
         shown = [f"{at} (id {_shown(ids.iloc[r])})" for at, r in zip(shown, rows, strict=False)]
-        more = f" and {len(rows) - MAX_SHOWN} more" if len(rows) > MAX_SHOWN else ""
+        more = f" and {len(rows) - MAX_SHOWN:,} more" if len(rows) > MAX_SHOWN else ""
         return ", ".join(shown) + more
 
     for column, expected in contract.columns.items():
@@ -233,11 +250,23 @@ def _first_invalid_utf8(path: Path) -> str:
     return "a byte sequence that is not UTF-8"
 
 
+def _columns(names: list[object]) -> str:
+    """``column 'a'``, or ``columns 'a', 'b', 'c' and 9,997 more``."""
+    if len(names) == 1:
+        return f"column {_shown(names[0])}"
+    shown = ", ".join(_shown(n) for n in names[:MAX_SHOWN])
+    more = f" and {len(names) - MAX_SHOWN:,} more" if len(names) > MAX_SHOWN else ""
+    return f"columns {shown}{more}"
+
+
 def _shown(value: object) -> str:
-    """repr of a cell value as the person wrote it: 2, not np.int64(2)."""
+    """repr of a cell value as the person wrote it: 2, not np.int64(2); long text cut short."""
     if isinstance(value, np.generic):
         value = value.item()
-    return repr(value)
+    text = repr(value)
+    if len(text) > MAX_VALUE_CHARS:
+        return f"{text[: MAX_VALUE_CHARS - 4]}...{text[-1]} ({len(text):,} characters)"
+    return text
 
 
 def positive_labels(labels: pd.Series, contract: DatasetContract) -> np.ndarray:

@@ -17,6 +17,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 
+from eval_assets.core.redact import link_url, redact_url, scrub, url_secrets
+
 CHAMPION_ALIAS = "champion"
 EVAL_KEY_TAG = "eval_assets.evaluation_key"
 # Set at creation; the key tag itself is set only when the run is complete.
@@ -41,6 +43,10 @@ def _import_mlflow() -> None:
 
 class RegistryUnavailable(RuntimeError):
     """The registry could not be reached; the caller retries later, nothing is dropped."""
+
+
+class RegistryError(RuntimeError):
+    """A registry failure whose original message quoted the tracking URI's credentials."""
 
 
 @dataclass(frozen=True)
@@ -332,8 +338,12 @@ class MlflowModelRegistry(ModelRegistry):
         )
 
     def _run_url(self, experiment_id: str, run_id: str) -> str | None:
+        # The link goes into Dagster metadata and the audit record: never the URI's credentials
+        # (a browser asks for its own).
         base = self.ui_url or (self.tracking_uri if self.tracking_uri.startswith("http") else None)
-        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+        if not base:
+            return None
+        return f"{link_url(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def _info(version: Any) -> VersionInfo:
@@ -342,7 +352,8 @@ def _info(version: Any) -> VersionInfo:
         version=str(version.version),
         status=str(version.status),
         run_id=version.run_id,
-        source=version.source,
+        # Shown in metadata and the audit record only; an artifact URI may carry userinfo.
+        source=redact_url(version.source) if version.source else version.source,
         created_ms=int(version.creation_timestamp or 0),
         aliases=tuple(getattr(version, "aliases", None) or ()),
         tags=dict(version.tags or {}),
@@ -350,10 +361,17 @@ def _info(version: Any) -> VersionInfo:
 
 
 class _unavailable:
-    """Turn connection failures into RegistryUnavailable with the URI and what was attempted."""
+    """Turn connection failures into RegistryUnavailable with the URI and what was attempted.
+
+    Dagster stores an error's message and its whole cause chain, and MLflow's messages quote the
+    URI it was given, credentials included ("API request to https://user:token@host/..."). So
+    the URI is shown redacted, the message is scrubbed, and the original exception is chained
+    only when the URI carries no credential to leak.
+    """
 
     def __init__(self, action: str, what: str, uri: str):
-        self.message = f"MLflow at {uri} is unavailable: could not {action} {what}"
+        self.message = f"MLflow at {redact_url(uri)} is unavailable: could not {action} {what}"
+        self.secrets = url_secrets(uri)
 
     def __enter__(self) -> None:
         return None
@@ -363,13 +381,19 @@ class _unavailable:
             return False
         from mlflow.exceptions import MlflowException
 
-        text = str(exc)
+        raw = str(exc)
+        text = scrub(raw, self.secrets)
+        cause = exc if not self.secrets and text == raw else None
         connection = isinstance(exc, (ConnectionError, TimeoutError, OSError)) or (
             isinstance(exc, MlflowException)
-            and any(s in text for s in ("Max retries", "Connection", "timed out", "API request"))
+            and any(s in raw for s in ("Max retries", "Connection", "timed out", "API request"))
         )
         if connection:
-            raise RegistryUnavailable(f"{self.message}: {text.splitlines()[0][:300]}") from exc
+            lines = text.splitlines() or [""]
+            raise RegistryUnavailable(f"{self.message}: {lines[0][:300]}") from cause
+        if text != raw:
+            # Any other error stands as it is, unless its message quoted a credential.
+            raise RegistryError(f"{type(exc).__name__}: {text}") from cause
         return False
 
 

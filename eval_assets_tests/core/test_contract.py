@@ -333,3 +333,65 @@ def test_the_digest_read_with_a_table_is_that_of_the_bytes_the_frame_came_from(
     assert frame.equals(first)
     assert digest == hashlib.sha256(first_bytes).hexdigest()
     assert path.read_bytes() != first_bytes  # the file really was replaced in between
+
+
+# --- many problems: summarised, not listed (issue 22, item 8) ----------------------------------
+
+
+def test_ten_thousand_extra_columns_make_a_short_error_naming_a_few_and_counting_the_rest():
+    extra = pd.DataFrame({f"x{i}": [0.0] * 4 for i in range(10_000)})
+    frame = pd.concat([good_frame(), extra], axis=1)
+
+    message = problems(frame)
+
+    assert len(message.splitlines()) == 1, message[:500]
+    assert "columns 'x0', 'x1', 'x2' and 9,997 more: not in the contract" in message
+
+
+def test_many_missing_columns_are_named_a_few_then_counted():
+    contract = CONTRACT.model_copy(update={"features": [f"f{i}" for i in range(500)]})
+
+    message = problems(good_frame(), contract)
+
+    assert "columns 'f0', 'f1', 'f2' and 497 more: missing" in message
+    assert len(message) < 300, message
+
+
+def test_many_problems_list_the_first_then_say_how_many_more():
+    # 5,000 features, each with a missing value: one problem per column.
+    frame = pd.DataFrame({f"f{i}": [1.0, None, 2.0, 3.0] for i in range(5_000)})
+    frame = pd.concat([good_frame()[["id", "label"]], frame], axis=1)
+    contract = DatasetContract(id_column="id", label_column="label")
+
+    with pytest.raises(DatasetError) as caught:
+        validate_dataset(frame, contract, SOURCE)
+
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 11, lines[:3]
+    assert lines[0] == (
+        f"{SOURCE}: column 'f0': missing value (NaN) at row 1 (id 't2') "
+        "(set allow_missing_features: true if the model handles them)"
+    )
+    assert lines[-1] == f"{SOURCE}: and 4,990 more problems"
+    assert len(caught.value.problems) == 5_000  # all of them, for a caller that wants them
+
+
+def test_rows_are_named_a_few_then_counted_with_thousands_separated():
+    frame = pd.concat([good_frame()] * 3000, ignore_index=True)
+    frame["id"] = [f"t{i}" for i in range(len(frame))]
+    frame["amount"] = frame["amount"].astype(object)
+    frame.loc[:, "amount"] = "n/a"
+
+    message = problems(frame)
+
+    assert "at row 0 (id 't0'), row 1 (id 't1'), row 2 (id 't2') and 11,997 more" in message
+
+
+def test_a_huge_cell_value_is_cut_short_in_the_message():
+    frame = good_frame().astype({"amount": object})
+    frame.loc[2, "amount"] = "x" * 1_000_000
+
+    message = problems(frame)
+
+    assert len(message) < 300, len(message)
+    assert "(1,000,002 characters) at row 2 (id 't3')" in message
