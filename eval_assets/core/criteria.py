@@ -24,13 +24,18 @@ from pydantic import (
     model_validator,
 )
 
-from eval_assets.core.metrics import FAIRNESS_METRICS, HIGHER_IS_BETTER, METRIC_NAMES
+from eval_assets.core.metrics import (
+    FAIRNESS_METRICS,
+    HIGHER_IS_BETTER,
+    METRIC_NAMES,
+    METRIC_RANGES,
+)
 from eval_assets.core.predicates import PredicateError, parse_predicate, predicate_columns
 from eval_assets.core.slicing import OVERALL
 
 CRITERIA_SCHEMA_VERSION = 1
 # Metrics whose value always lies in [0, 1] (log loss is unbounded above).
-UNIT_INTERVAL_METRICS = frozenset(METRIC_NAMES) - {"log_loss"}
+UNIT_INTERVAL_METRICS = frozenset(m for m in METRIC_NAMES if METRIC_RANGES[m] == (0.0, 1.0))
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 ColumnType = Literal["integer", "float", "string", "boolean"]
 DecisionMode = Literal["point", "non_inferiority"]
