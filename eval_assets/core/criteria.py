@@ -321,6 +321,24 @@ class Criteria(_Strict):
                 raise _KeyError(f"slice {name!r} is declared twice", "slices", index, field)
             names.append(name)
             if isinstance(spec, ValueSlices):
+                # Slice names are ``column=value``: by "a" and by "a=b" both name a slice
+                # "a=b=x", and no name could say which column it came from.
+                clash = next(
+                    (
+                        c
+                        for c in value_columns
+                        if spec.by.startswith(f"{c}=") or c.startswith(f"{spec.by}=")
+                    ),
+                    None,
+                )
+                if clash is not None:
+                    raise _KeyError(
+                        f"value slices by {clash!r} and by {spec.by!r} would share slice names "
+                        f"(such as {max(clash, spec.by, key=len)}=x); rename one of the columns",
+                        "slices",
+                        index,
+                        "by",
+                    )
                 value_columns.add(spec.by)
         seen: set[str] = set()
         for index, gate in enumerate(self.gates):
@@ -359,7 +377,7 @@ class Criteria(_Strict):
                 unknown = [
                     s
                     for s in gate.slices
-                    if s not in names and not ("=" in s and s.split("=", 1)[0] in value_columns)
+                    if s not in names and not any(s.startswith(f"{c}=") for c in value_columns)
                 ]
                 if unknown:
                     raise _KeyError(

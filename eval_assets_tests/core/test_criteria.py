@@ -414,3 +414,28 @@ def test_thousands_of_errors_are_summarised_not_listed(tmp_path):
     assert len(lines) <= 21, len(lines)
     assert all(str(path) in line for line in lines)
     assert re.search(r": and [0-9,]+ more problem\(s\)$", lines[-1]), lines[-1]
+
+
+# --- column names that hold "=" -----------------------------------------------------------------
+
+
+def test_a_gate_may_name_one_value_of_a_column_whose_name_holds_equals(tmp_path):
+    """A value slice of column "plan=tier" is "plan=tier=gold"; splitting at the first "="
+    read it as column "plan" and refused the gate as naming an unknown slice."""
+    text = _edited("  - by: country\n", "  - by: country\n  - by: plan=tier\n")
+    text = text.replace("    country: string\n", "    country: string\n    plan=tier: string\n")
+    criteria = parse_criteria(text.replace("slices: [overall]", "slices: [plan=tier=gold]"))
+    assert criteria.gates[0].slices == ["plan=tier=gold"]
+
+
+def test_value_columns_whose_slice_names_would_collide_are_refused(tmp_path):
+    """By "plan" and by "plan=tier", the slice "plan=tier=x" could belong to either column, and
+    a gate would silently cover the wrong rows: the criteria say so at the second column."""
+    text = _edited("  - by: country\n", "  - by: plan\n  - by: plan=tier\n")
+    text = text.replace(
+        "    country: string\n", "    country: string\n    plan: string\n    plan=tier: string\n"
+    )
+    message, path = _error(tmp_path, text)
+    _assert_names(
+        message, path, _line_of(text, "by: plan=tier"), "slices.6.by", "'plan'", "'plan=tier'"
+    )
