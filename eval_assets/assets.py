@@ -6,6 +6,8 @@ comparison is the champion's own `predictions` partition on the same snapshot, c
 """
 
 import base64
+import hashlib
+import posixpath
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -73,6 +75,7 @@ from eval_assets.core.report import (
 )
 from eval_assets.core.slicing import OVERALL, unpack_slices
 from eval_assets.core.streamed import SortedSummary, streamed_metrics
+from eval_assets.core.text import markdown, visible
 from eval_assets.partitions import (
     SNAPSHOT_DIM,
     evaluation_partitions,
@@ -1061,10 +1064,15 @@ _TABLE_METRICS = (
 
 def _metrics_metadata(record: dict[str, Any]) -> dict[str, Any]:
     columns = [TableColumn("slice", "string")] + [
-        TableColumn(m, "int" if m in ("support", "positives") else "float") for m in _TABLE_METRICS
+        TableColumn(m, "int" if m in _COUNTS else "float") for m in _TABLE_METRICS
     ]
     rows = [
-        TableRecord({"slice": r["slice"], **{m: _num(r.get(m)) for m in _TABLE_METRICS}})
+        TableRecord(
+            {
+                "slice": visible(r["slice"], _NAME_CHARS),
+                **{m: _count(r.get(m)) if m in _COUNTS else _num(r.get(m)) for m in _TABLE_METRICS},
+            }
+        )
         for r in record["slices"]
     ]
     overall = next((r for r in record["slices"] if r["slice"] == "overall"), {})
@@ -1083,17 +1091,20 @@ def _verdict_metadata(
         "| gate | slice | candidate | champion | change | interval | threshold | outcome |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    # Every text cell is escaped: a slice name holds a data value, and a "|" in it would forge a
+    # cell, a "*" or "[" would turn into emphasis or a link.
     for gate in result.verdict.gates:
         for r in gate.results:
             lines.append(
-                f"| {gate.name} | {r.slice} | {_fmt(r.candidate)} | {_fmt(r.champion)} | "
-                f"{_fmt(r.change)} | {_interval(r.ci_low, r.ci_high)} | {r.threshold} | "
-                f"**{r.outcome}** |"
+                f"| {markdown(gate.name)} | {markdown(r.slice, _NAME_CHARS)} | "
+                f"{_fmt(r.candidate)} | {_fmt(r.champion)} | {_fmt(r.change)} | "
+                f"{_interval(r.ci_low, r.ci_high)} | {markdown(r.threshold)} | "
+                f"**{markdown(r.outcome)}** |"
             )
     headline = (
         "PASSED: every gate passed"
         if result.verdict.passed
-        else ("BLOCKED by " + ", ".join(g.name for g in result.verdict.failed_gates))
+        else ("BLOCKED by " + ", ".join(markdown(g.name) for g in result.verdict.failed_gates))
     )
     metadata: dict[str, Any] = {
         "verdict": MetadataValue.md(f"### {headline}\n\n" + "\n".join(lines)),
@@ -1133,10 +1144,12 @@ def _check_metadata(gate: GateVerdict) -> dict[str, Any]:
     metadata: dict[str, Any] = {"outcomes": ", ".join(sorted({r.outcome for r in gate.results}))}
     if worst is not None:
         metadata |= {
-            "slice": worst.slice,
+            "slice": visible(worst.slice),
             "metric": worst.metric,
             "outcome": worst.outcome,
-            "candidate": _num(worst.candidate),
+            "candidate": _count(worst.candidate)
+            if worst.metric == "support"
+            else _num(worst.candidate),
             "champion": _num(worst.champion),
             "change": _num(worst.change),
             "relative_change": _num(worst.relative_change),
@@ -1154,19 +1167,51 @@ def _check_metadata(gate: GateVerdict) -> dict[str, Any]:
 def _flat_metrics(result: Evaluation) -> dict[str, float]:
     """MLflow metrics: ``<metric>.<slice>`` for the candidate, finite values only."""
     out = {}
+    names = _mlflow_names([str(s) for s in result.candidate.slices.index])
     for slice_name, row in result.candidate.slices.iterrows():
         for metric in METRIC_NAMES:
             value = row[metric]
             if np.isfinite(value):
-                out[f"{metric}.{_mlflow_name(str(slice_name))}"] = float(value)
+                out[f"{metric}.{names[str(slice_name)]}"] = float(value)
+    attributes = _mlflow_names([str(a) for a in result.candidate.disparities["attribute"]])
     for _, row in result.candidate.disparities.iterrows():
         if np.isfinite(row["value"]):
-            out[f"{row['metric']}.{_mlflow_name(row['attribute'])}"] = float(row["value"])
+            out[f"{row['metric']}.{attributes[str(row['attribute'])]}"] = float(row["value"])
     return out
 
 
-def _mlflow_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+# MLflow refuses a metric name over 250 characters; the longest metric prefix is 31.
+_MLFLOW_NAME_CHARS = 250 - 32
+
+
+def _mlflow_names(texts: list[str]) -> dict[str, str]:
+    """Each text's `_mlflow_name`, distinct: two texts that map to the same name (``a|b`` and
+    ``a_b``) would log into one metric, the second silently replacing the first; each later
+    one gets a digest of its own text appended."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for text in dict.fromkeys(texts):
+        name = _mlflow_name(text)
+        if name in taken:
+            name = _mlflow_name(text, digest=True)
+        out[text] = name
+        taken.add(name)
+    return out
+
+
+def _mlflow_name(text: str, digest: bool = False) -> str:
+    """`text` as the tail of an MLflow metric name, which MLflow refuses unless it is letters,
+    digits and ``_-./ ``, at most 250 characters, and a path that does not resolve elsewhere
+    (``a/../b``, ``a//b``, ``a/``). Ordinary names keep their text; any other character becomes
+    ``_``, and a name that would still be refused loses its slashes or is cut, with a digest of
+    the whole text so that cut names stay distinct."""
+    name = "".join(c if c.isalnum() or c in "_-./ " else "_" for c in text)
+    if "/" in name and posixpath.normpath(f"m.{name}") != f"m.{name}":
+        name = name.replace("/", "_")
+    if digest or len(name) > _MLFLOW_NAME_CHARS:
+        tag = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        name = f"{name[: _MLFLOW_NAME_CHARS - len(tag) - 1]}-{tag}"
+    return name
 
 
 def _relative(path: Path) -> str:
@@ -1226,6 +1271,17 @@ def _json_bytes(value: Any) -> bytes:
     return to_json(value).encode()
 
 
+# Slice names in tables and Markdown are cut to this many characters (a value can be any size).
+_NAME_CHARS = 200
+_COUNTS = frozenset({"support", "positives"})
+
+
+def _count(value: Any) -> int | None:
+    """A count as the integer it is (a JSON or pandas round trip may have made it 60000.0)."""
+    number = _num(value)
+    return None if number is None else int(number)
+
+
 def _num(value: Any) -> float | None:
     if value is None:
         return None
@@ -1237,6 +1293,8 @@ def _num(value: Any) -> float | None:
 
 
 def _fmt(value: float | None) -> str:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{value:,}"  # a count (a support gate's rows): 60,000, not 60000.0000
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.4f}"
 
 

@@ -22,7 +22,10 @@ first reduced to a small table of counts and the bootstrap runs on the table:
    interval of (resampled statistic - statistic of the unresampled binned data) is added to the
    exact point estimate from `slice_metrics`. Deltas (candidate - champion) are treated the same.
    Resamples whose statistic is undefined (a resample without positives) are dropped; when more
-   than half are undefined the interval is NaN.
+   than half are undefined the interval is NaN. The shift can carry a bound past the metric's
+   range (an exact AUC of 0.9995 plus a binned deviation of +0.0013 is 1.0008), so each interval
+   is clipped to its metric's range (`METRIC_RANGES`), and a change's interval to the range of a
+   difference of two such values: a bound outside it is not a value the metric can take.
 
 Approximations, stated plainly: AUC and AP intervals ignore the ordering of scores inside one
 bin, and log loss and Brier intervals the spread of the loss inside one cell, so they come out
@@ -53,6 +56,7 @@ import pandas as pd
 from eval_assets.core.metrics import (
     FAIRNESS_METRICS,
     METRIC_NAMES,
+    METRIC_RANGES,
     auc_ap_from_counts,
     confusion_metrics,
     disparities,
@@ -474,13 +478,19 @@ def _interval_rows(
     config: BootstrapConfig,
 ) -> list[dict[str, object]]:
     """Long-format rows: candidate, champion and delta intervals per metric."""
-    candidate = _shifted_interval(boot[0], binned[0], exact[0], config)
+    low = np.array([METRIC_RANGES[m][0] for m in metrics])
+    high = np.array([METRIC_RANGES[m][1] for m in metrics])
+    candidate = _shifted_interval(boot[0], binned[0], exact[0], config, (low, high))
     nan = np.full((2, len(metrics)), np.nan)
     champion = delta = nan
     if len(boot) > 1:
-        champion = _shifted_interval(boot[1], binned[1], exact[1], config)
+        champion = _shifted_interval(boot[1], binned[1], exact[1], config, (low, high))
         delta = _shifted_interval(
-            boot[0] - boot[1], binned[0] - binned[1], exact[0] - exact[1], config
+            boot[0] - boot[1],
+            binned[0] - binned[1],
+            exact[0] - exact[1],
+            config,
+            (low - high, high - low),
         )
     return [
         {
@@ -498,9 +508,14 @@ def _interval_rows(
 
 
 def _shifted_interval(
-    boot: np.ndarray, binned_point: np.ndarray, exact_point: np.ndarray, config: BootstrapConfig
+    boot: np.ndarray,
+    binned_point: np.ndarray,
+    exact_point: np.ndarray,
+    config: BootstrapConfig,
+    limits: tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
-    """Percentile interval of (resampled - binned point), moved onto the exact point (2 x m)."""
+    """Percentile interval of (resampled - binned point), moved onto the exact point and kept
+    within `limits` (lowest, highest value per metric) (2 x m)."""
     n_resamples, n_metrics = boot.shape
     # NaN sorts last, so each column's defined deviations lead, in order.
     deviation = np.sort(boot - binned_point, axis=0)
@@ -519,4 +534,5 @@ def _shifted_interval(
         high_value = deviation[upper, columns]
         value = low_value + (high_value - low_value) * (position - lower)
         out[i] = np.where(usable, exact_point + value, np.nan)
-    return out
+    # Inside the range nothing moves, so ordinary intervals keep every bit; NaN stays NaN.
+    return np.clip(out, *limits)

@@ -24,14 +24,33 @@ from pydantic import (
     model_validator,
 )
 
-from eval_assets.core.metrics import FAIRNESS_METRICS, HIGHER_IS_BETTER, METRIC_NAMES
+from eval_assets.core.metrics import (
+    FAIRNESS_METRICS,
+    HIGHER_IS_BETTER,
+    METRIC_NAMES,
+    METRIC_RANGES,
+)
 from eval_assets.core.predicates import PredicateError, parse_predicate, predicate_columns
 from eval_assets.core.slicing import OVERALL
 
 CRITERIA_SCHEMA_VERSION = 1
 # Metrics whose value always lies in [0, 1] (log loss is unbounded above).
-UNIT_INTERVAL_METRICS = frozenset(METRIC_NAMES) - {"log_loss"}
+UNIT_INTERVAL_METRICS = frozenset(m for m in METRIC_NAMES if METRIC_RANGES[m] == (0.0, 1.0))
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
+# A real criteria file is a few kilobytes. These bounds are far above that and keep a hostile file
+# from holding the code location: a "billion laughs" (aliases of aliases, each repeating an anchor
+# ten times) is a few hundred bytes that expand to a billion nodes, and the duplicate-key walk,
+# pydantic and the digest would each visit every one of them. The expanded size counts a node
+# once per place it appears, plus the characters of each scalar (a long string repeated by aliases
+# is as large as its copies).
+MAX_CRITERIA_CHARS = 64 * 1024
+MAX_CRITERIA_EXPANDED = 2 * MAX_CRITERIA_CHARS
+MAX_CRITERIA_DEPTH = 40
+_MAX_PROBLEMS = 20
+# libyaml parses about ten times faster than PyYAML's Python parser (a file at the size limit in
+# well under a second) and refuses nesting deeper than 1000 levels itself; the Python parser,
+# where libyaml is missing, meets the same bounds, only slower.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ColumnType = Literal["integer", "float", "string", "boolean"]
 DecisionMode = Literal["point", "non_inferiority"]
 
@@ -302,6 +321,24 @@ class Criteria(_Strict):
                 raise _KeyError(f"slice {name!r} is declared twice", "slices", index, field)
             names.append(name)
             if isinstance(spec, ValueSlices):
+                # Slice names are ``column=value``: by "a" and by "a=b" both name a slice
+                # "a=b=x", and no name could say which column it came from.
+                clash = next(
+                    (
+                        c
+                        for c in value_columns
+                        if spec.by.startswith(f"{c}=") or c.startswith(f"{spec.by}=")
+                    ),
+                    None,
+                )
+                if clash is not None:
+                    raise _KeyError(
+                        f"value slices by {clash!r} and by {spec.by!r} would share slice names "
+                        f"(such as {max(clash, spec.by, key=len)}=x); rename one of the columns",
+                        "slices",
+                        index,
+                        "by",
+                    )
                 value_columns.add(spec.by)
         seen: set[str] = set()
         for index, gate in enumerate(self.gates):
@@ -340,7 +377,7 @@ class Criteria(_Strict):
                 unknown = [
                     s
                     for s in gate.slices
-                    if s not in names and not ("=" in s and s.split("=", 1)[0] in value_columns)
+                    if s not in names and not any(s.startswith(f"{c}=") for c in value_columns)
                 ]
                 if unknown:
                     raise _KeyError(
@@ -397,21 +434,45 @@ def load_criteria(path: str | Path) -> Criteria:
     """Load and validate one criteria file; errors name the file, line and key."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Never more than the limit is read: a huge file is refused, not loaded into memory.
+        with path.open("rb") as handle:
+            raw = handle.read(4 * MAX_CRITERIA_CHARS + 1)
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CriteriaError(f"{path}: cannot read criteria file: {exc}") from None
     return parse_criteria(text, source=str(path))
 
 
 def parse_criteria(text: str, source: str = "<criteria>") -> Criteria:
-    """Validate criteria YAML text; `source` names it in errors."""
+    """Validate criteria YAML text; `source` names it in errors.
+
+    The YAML is parsed once into nodes, whose size with every alias expanded is bounded before
+    anything walks it as a tree (see `MAX_CRITERIA_EXPANDED`), so any text is refused or accepted
+    in a bounded time.
+    """
+    if len(text) > MAX_CRITERIA_CHARS:
+        raise CriteriaError(
+            f"{source}: the criteria file is larger than {MAX_CRITERIA_CHARS:,} characters; "
+            "criteria files are a few kilobytes"
+        )
+    loader = _YAML_LOADER(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        _check_expanded_size(node, source)
+        # Parsed again for the values: constructing merge keys (`<<: *base`) rewrites the nodes,
+        # and the duplicate-key walk and error lines must see the file as written.
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "?"
         raise CriteriaError(f"{source}: {where}: not valid YAML: {exc}") from None
+    except RecursionError:
+        # The YAML composer recurses per level: thousands of nested brackets exhaust the stack.
+        raise CriteriaError(
+            f"{source}: the YAML is nested too deeply (more than {MAX_CRITERIA_DEPTH} levels)"
+        ) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise CriteriaError(f"{source}: the criteria file must be a YAML mapping")
     duplicates = _duplicate_keys(node)
@@ -432,8 +493,17 @@ def parse_criteria(text: str, source: str = "<criteria>") -> Criteria:
             line = _line_of(node, loc)
             message = error["msg"].removeprefix("Value error, ")
             value = error.get("input")
-            shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
+            shown = (
+                ""
+                if isinstance(value, (dict, list)) or value is None
+                else f" (got {_shorten(repr(value))})"
+            )
             problems.append(f"{source}: line {line}: {key}: {message}{shown}")
+            if len(problems) == _MAX_PROBLEMS:
+                break
+        more = exc.error_count() - len(problems)
+        if more > 0:
+            problems.append(f"{source}: and {more:,} more problem(s)")
         raise CriteriaError("\n".join(problems)) from None
 
 
@@ -472,6 +542,56 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (
         part in _UNION_TAGS or part.startswith(("list[", "literal[", "function-"))
     )
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    # A value in an error message is shown in part: a 60,000-character value is not a message.
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(text):,} characters)"
+
+
+def _check_expanded_size(root: yaml.Node | None, source: str) -> None:
+    """Refuse a node graph that is cyclic, nested too deeply, or too large once aliases expand.
+
+    Aliases make the nodes a graph whose tree can be exponentially larger than the text; each
+    node's expanded size is computed once (memoized), so this takes time linear in the text.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        line = node.start_mark.line + 1
+        if key in open_nodes:
+            raise CriteriaError(
+                f"{source}: line {line}: an alias refers to a node that contains it; criteria "
+                "cannot be recursive"
+            )
+        if depth > MAX_CRITERIA_DEPTH:
+            raise CriteriaError(
+                f"{source}: line {line}: the YAML is nested too deeply (more than "
+                f"{MAX_CRITERIA_DEPTH} levels)"
+            )
+        open_nodes.add(key)
+        if isinstance(node, yaml.ScalarNode):
+            total = 1 + len(node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(item, depth + 1) for item in node.value)
+        else:
+            total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        open_nodes.discard(key)
+        if total > MAX_CRITERIA_EXPANDED:
+            raise CriteriaError(
+                f"{source}: line {line}: with its aliases expanded, this value holds more than "
+                f"{MAX_CRITERIA_EXPANDED:,} nodes and characters (aliases that repeat an anchor, "
+                "as in a 'billion laughs'); criteria files are far smaller"
+            )
+        sizes[key] = total
+        return total
+
+    if root is not None:
+        size(root, 0)
 
 
 def _duplicate_keys(node: yaml.Node | None, path: str = "") -> list[tuple[int, str]]:

@@ -30,6 +30,7 @@ from eval_assets.core.criteria import (
     SupportGate,
 )
 from eval_assets.core.slicing import select_slices
+from eval_assets.core.text import visible
 
 PASS, FAIL = "pass", "fail"
 INSUFFICIENT, MISSING, NO_CHAMPION = "insufficient_evidence", "missing", "no_champion"
@@ -65,7 +66,10 @@ class ModelMetrics:
 
 @dataclass(frozen=True)
 class GateResult:
-    """One gate on one slice: the outcome and every number behind it."""
+    """One gate on one slice: the outcome and every number behind it.
+
+    `candidate` is the metric's value, or for a support gate the slice's row count, an int.
+    """
 
     gate: str
     kind: str
@@ -109,7 +113,8 @@ class GateVerdict:
             return f"{self.name}: no result (fails closed)"
         if self.passed:
             return f"{self.name}: passed on {len(self.results)} slice(s)"
-        return "; ".join(f"{r.slice}: {r.reason}" for r in self.failures)
+        # A slice name holds a data value: a newline in it must not forge a line of output.
+        return "; ".join(f"{visible(r.slice)}: {visible(r.reason)}" for r in self.failures)
 
 
 @dataclass(frozen=True)
@@ -239,7 +244,7 @@ def _slice_result(
             **base,
             outcome=PASS if ok else FAIL,
             passed=ok,
-            candidate=float(support),
+            candidate=support,  # a count: shown as one, never as 6e+04
             reason="support is sufficient" if ok else ", ".join(short),
         )
 

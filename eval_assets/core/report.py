@@ -43,6 +43,7 @@ from eval_assets.core.metrics import (
     validate_inputs,
 )
 from eval_assets.core.slicing import OVERALL
+from eval_assets.core.text import visible
 
 DPI = 110
 CANDIDATE_COLOUR = "#1f6fb4"
@@ -112,7 +113,14 @@ def _confusion_grid(
     fig = Figure(figsize=(width, height))
     inches = fig.dpi_scale_trans
     fig.text(
-        width / 2, height - 0.12, heading, transform=inches, ha="center", va="top", fontsize=11
+        width / 2,
+        height - 0.12,
+        heading,
+        transform=inches,
+        ha="center",
+        va="top",
+        fontsize=11,
+        parse_math=False,
     )
     cells: list[np.ndarray] = []
     shades: list[float] = []
@@ -131,6 +139,7 @@ def _confusion_grid(
                 ha="center",
                 va="bottom",
                 fontsize=9,
+                parse_math=False,
             )
             frames.append(_square(left, top, _MATRIX_IN))
             counts = _confusion_counts(metrics, name)
@@ -275,6 +284,7 @@ def roc_pr_png(
         f"ROC and precision-recall: {_short(title, 60)} "
         f"({n_pos + n_neg:,} rows, {n_pos:,} positives)",
         fontsize=11,
+        parse_math=False,
     )
     roc_ax.set(
         xlim=(0, 1),
@@ -418,6 +428,7 @@ def gate_changes_png(verdict: Verdict, criteria: Criteria | None = None) -> byte
         fontsize=11.5,
         fontweight="bold",
         color=OUTCOME_COLOURS[PASS if verdict.passed else FAIL],
+        parse_math=False,
     )
     y_top = fig_h - top_in
     for gate, height in zip(gates, heights, strict=True):
@@ -530,7 +541,9 @@ def _draw_change_panel(
             clip_on=False,
             fontweight="bold" if not r.passed else "normal",
         )
-    ax.set_yticks(range(len(results)), [_short(r.slice) for r in results], fontsize=9)
+    ax.set_yticks(
+        range(len(results)), [_short(r.slice) for r in results], fontsize=9, parse_math=False
+    )
     for label, r in zip(ax.get_yticklabels(), results, strict=True):
         if not r.passed:
             label.set_color(OUTCOME_COLOURS[FAIL])
@@ -551,6 +564,7 @@ def _draw_change_panel(
         fontsize=9.5,
         loc="left",
         color=OUTCOME_COLOURS[PASS if gate.passed else FAIL],
+        parse_math=False,
     )
     ax.tick_params(axis="x", labelsize=8.5)
     ax.grid(True, axis="x", color="#e4e4e4", linewidth=0.6)
@@ -644,6 +658,7 @@ def _notice_png(verdict: Verdict, change_gates: list[GateVerdict]) -> bytes:
         fontsize=11,
         fontweight="bold",
         color=OUTCOME_COLOURS[PASS if verdict.passed else FAIL],
+        parse_math=False,
     )
     fig.text(0.5, 0.36, reason, ha="center", va="center", fontsize=10.5, color="#333333")
     return _png(fig)
@@ -906,7 +921,9 @@ def _image_type(name: str, data: bytes) -> str:
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # Escaped for HTML, and invisible characters shown: a right-to-left override in a slice name
+    # would otherwise reverse the rest of its table row.
+    return html.escape(visible(value), quote=True)
 
 
 def _finite(value: object) -> bool:
@@ -916,6 +933,8 @@ def _finite(value: object) -> bool:
 def _num(value: float | None, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return f"{value:,}"  # a count (a support gate's rows): 60,000, not 6e+04
     if not _finite(value):
         return _e(value)
     return f"{float(value):+.4g}" if signed else f"{float(value):.4g}"
@@ -930,8 +949,9 @@ def _pct(value: float | None) -> str:
 
 
 def _short(text: str, limit: int = _LABEL_CHARS) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    # Every text from data in a picture goes through here, and is drawn with parse_math=False:
+    # a value such as "$x^{$" is mathtext that does not parse, and raised inside savefig.
+    return visible(text, limit)
 
 
 def _png(fig: Figure) -> bytes:

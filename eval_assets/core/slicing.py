@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -240,13 +240,32 @@ def select_slices(selector: str | list[str], criteria: Criteria, present: list[s
         groups = criteria.key_slices
     else:
         groups = list(selector)
+    columns = value_columns(criteria)
     expected = expected_slice_names(criteria)
     names: list[str] = []
     for group in groups:
-        members = [n for n in present if n == group or n.split("=", 1)[0] == group and "=" in n]
-        members += [n for n in expected if n.split("=", 1)[0] == group and n not in members]
+        members = [n for n in present if in_group(n, group, columns)]
+        members += [n for n in expected if in_group(n, group, columns) and n not in members]
         names += members or [group]
     return list(dict.fromkeys(names))
+
+
+def value_columns(criteria: Criteria) -> set[str]:
+    """The columns of the criteria's value slices."""
+    from eval_assets.core.criteria import ValueSlices
+
+    return {s.by for s in criteria.slices if isinstance(s, ValueSlices)}
+
+
+def in_group(name: str, group: str, columns: Collection[str]) -> bool:
+    """Whether slice `name` is `group` itself or, when `group` is one of the value-slice
+    `columns`, one of its ``column=value`` slices.
+
+    The column is matched whole, as a prefix: a column name may hold ``=`` itself (``a=b`` gives
+    ``a=b=x``), so splitting at the first ``=`` would find no slice of it. The criteria refuse
+    two value columns where one is the other plus ``=...``, so the match is never ambiguous.
+    """
+    return name == group or (group in columns and name.startswith(f"{group}="))
 
 
 def _spec_name(spec: PredicateSlice | ValueSlices) -> str:

@@ -24,6 +24,7 @@ from eval_assets.core.bootstrap import (
 from eval_assets.core.metrics import (
     FAIRNESS_METRICS,
     METRIC_NAMES,
+    METRIC_RANGES,
     fairness_metrics,
     slice_metrics,
 )
@@ -307,3 +308,38 @@ def test_a_scores_bin_counts_the_edges_at_or_below_it(n_edges) -> None:
     assert bins.dtype == np.int32
     np.testing.assert_array_equal(bins, np.searchsorted(edges, scores, side="right"))
     np.testing.assert_array_equal(binning.bins_of(edges), np.arange(1, len(edges) + 1))
+
+
+def test_every_interval_stays_inside_its_metrics_range_near_a_perfect_model() -> None:
+    """The shifted percentile adds a binned deviation to the exact point; near AUC 1 it reported
+    1.00003 for ROC AUC and 1.0004 for average precision, and a change of 1.00001. Every bound of
+    every metric must be a value the metric (or a difference of two of its values) can take."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    y = (rng.random(n) < 0.2).astype(np.int64)
+    candidate = np.where(y == 1, rng.uniform(0.5, 1, n), rng.uniform(0, 0.5, n))
+    # Two negatives among the positives: an exact AUC just under 1 that binning lowers further.
+    candidate[np.flatnonzero(y == 0)[:2]] = 0.8
+    champion = 1.0 - candidate  # the opposite ranking: a change of almost +1
+    overall = [Slice("overall", np.ones(n, dtype=bool), key=True, kind="overall")]
+    groups = {"group": np.where(np.arange(n) % 2 == 0, "a", "b")}
+    intervals = paired_bootstrap(
+        y, candidate, champion, overall, THRESHOLD, BootstrapConfig(1000, seed=1), groups
+    ).set_index("metric")
+    assert set(intervals.index) == set(METRIC_NAMES) | set(FAIRNESS_METRICS)
+    for metric, row in intervals.iterrows():
+        low, high = METRIC_RANGES[metric]
+        for side in ("candidate", "champion"):
+            assert low <= row[f"{side}_low"] <= row[f"{side}_high"] <= high, (metric, side)
+        assert low - high <= row["delta_low"] <= row["delta_high"] <= high - low, metric
+    # Clipped, not shifted away: the upper bounds that overshot now sit exactly on the limit.
+    assert intervals.loc["roc_auc", "candidate_high"] == 1.0
+    assert intervals.loc["pr_auc", "candidate_high"] == 1.0
+    assert intervals.loc["roc_auc", "delta_high"] == 1.0
+
+
+def test_every_metric_that_gets_an_interval_declares_its_range() -> None:
+    """Clipping covers a metric only if it has a range: a new metric without one would fail here,
+    not silently report an impossible interval."""
+    assert set(METRIC_RANGES) == set(METRIC_NAMES) | set(FAIRNESS_METRICS)
+    assert all(low < high for low, high in METRIC_RANGES.values())

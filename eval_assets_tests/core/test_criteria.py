@@ -8,6 +8,7 @@ anything is evaluated. A predicate is data, never code: a hostile one is rejecte
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -336,3 +337,105 @@ def test_criteria_can_be_built_in_code_with_the_same_rules():
     assert criteria.gates == []
     assert criteria.known_columns() == {"id", "y", "x"}
     assert criteria.referenced_columns() == []
+
+
+# --- hostile files: bounded time, a clear error -------------------------------------------------
+
+
+def _laughs(levels: int = 9) -> str:
+    """A "billion laughs": each anchor is a list of ten aliases of the previous one."""
+    lines = ['lol0: &lol0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        aliases = ", ".join([f"*lol{level - 1}"] * 10)
+        lines.append(f"lol{level}: &lol{level} [{aliases}]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(1)
+@pytest.mark.parametrize(
+    "where",
+    [
+        "top",  # beside the real keys: the duplicate-key walk and pydantic's extra-key error
+        "fairness",  # inside a validated field: pydantic would walk every shared list
+        "expected_values",  # inside a list of values of a value slice
+    ],
+)
+def test_a_billion_laughs_is_refused_quickly_naming_the_file_and_line(tmp_path, where):
+    """Nine levels of aliases are 600 bytes that expand to a billion nodes: the duplicate-key
+    walk (and pydantic after it) visited every one and held the code location for hours. The
+    file must be refused in well under a second, with the file and the line that explodes."""
+    laughs = _laughs()
+    text = {
+        "top": laughs + EXAMPLE_TEXT,
+        "fairness": laughs + _edited("fairness: [customer_age_band]", "fairness: *lol8"),
+        "expected_values": laughs
+        + _edited("  - by: country\n", "  - by: country\n    expected_values: *lol8\n"),
+    }[where]
+    message, path = _error(tmp_path, text)
+    assert str(path) in message
+    # The first anchor whose expansion passes the bound (lol4: 100,000 "lol"s).
+    assert f"line {_line_of(text, 'lol4: &lol4')}:" in message, message
+    assert "billion laughs" in message and "aliases expanded" in message
+
+
+@pytest.mark.timeout(2)
+def test_a_recursive_alias_and_deep_nesting_are_criteria_errors(tmp_path):
+    """An alias inside its own anchor is an infinite tree, and a list nested thousands deep
+    exhausts the stack: either escaped as a RecursionError, which is no criteria error at all."""
+    recursive = "loop: &loop [*loop]\n" + EXAMPLE_TEXT
+    message, path = _error(tmp_path, recursive)
+    assert str(path) in message and "line 1:" in message and "recursive" in message
+    deep = "model: " + "[" * 5000 + "]" * 5000 + "\n"
+    message, path = _error(tmp_path, deep)
+    assert str(path) in message and "nest" in message, message
+
+
+@pytest.mark.timeout(2)
+def test_an_oversized_file_is_refused_without_reading_it_all(tmp_path):
+    """A criteria file is a few kilobytes; a huge one (by mistake or not) is refused by size,
+    reading no more than the limit."""
+    path = tmp_path / "huge.yaml"
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(EXAMPLE_TEXT)
+        handle.write("# padding\n" * 500_000)  # 5 MB
+    with pytest.raises(CriteriaError, match="larger than") as caught:
+        load_criteria(path)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.timeout(2)
+def test_thousands_of_errors_are_summarised_not_listed(tmp_path):
+    """A list of 3000 wrong values gave a 3000-line message; the first errors, each naming its
+    line, and a count of the rest say as much."""
+    values = ", ".join(["{a: 1}"] * 3000)
+    text = _edited("  - by: country\n", f"  - by: country\n    expected_values: [{values}]\n")
+    message, path = _error(tmp_path, text)
+    lines = message.splitlines()
+    assert len(lines) <= 21, len(lines)
+    assert all(str(path) in line for line in lines)
+    assert re.search(r": and [0-9,]+ more problem\(s\)$", lines[-1]), lines[-1]
+
+
+# --- column names that hold "=" -----------------------------------------------------------------
+
+
+def test_a_gate_may_name_one_value_of_a_column_whose_name_holds_equals(tmp_path):
+    """A value slice of column "plan=tier" is "plan=tier=gold"; splitting at the first "="
+    read it as column "plan" and refused the gate as naming an unknown slice."""
+    text = _edited("  - by: country\n", "  - by: country\n  - by: plan=tier\n")
+    text = text.replace("    country: string\n", "    country: string\n    plan=tier: string\n")
+    criteria = parse_criteria(text.replace("slices: [overall]", "slices: [plan=tier=gold]"))
+    assert criteria.gates[0].slices == ["plan=tier=gold"]
+
+
+def test_value_columns_whose_slice_names_would_collide_are_refused(tmp_path):
+    """By "plan" and by "plan=tier", the slice "plan=tier=x" could belong to either column, and
+    a gate would silently cover the wrong rows: the criteria say so at the second column."""
+    text = _edited("  - by: country\n", "  - by: plan\n  - by: plan=tier\n")
+    text = text.replace(
+        "    country: string\n", "    country: string\n    plan: string\n    plan=tier: string\n"
+    )
+    message, path = _error(tmp_path, text)
+    _assert_names(
+        message, path, _line_of(text, "by: plan=tier"), "slices.6.by", "'plan'", "'plan=tier'"
+    )

@@ -676,3 +676,56 @@ def test_stored_metrics_read_back_bit_for_bit_and_decide_the_same_verdict():
     )
     assert to_json(reused.verdict.to_dict()) == to_json(fresh.verdict.to_dict())
     pd.testing.assert_frame_equal(reused.intervals, fresh.intervals, check_exact=True)
+
+
+# --- values from the data, shown as text ---------------------------------------------------------
+
+
+def test_a_support_gates_candidate_is_the_row_count_as_an_integer():
+    """The support gate recorded float(rows), which every renderer then showed as a float
+    (6e+04 in the HTML report, 60000.0000 in the Markdown verdict): a count is an int."""
+    gate = criteria({"name": "support", "kind": "support", "slices": "all", "min_rows": 70_000})
+    candidate = metrics({"overall": {"support": 60_000, "positives": 6_000}})
+
+    (result,) = decide(gate, candidate, None).gates[0].results
+
+    assert result.candidate == 60_000 and isinstance(result.candidate, int)
+    assert result.reason == "rows 60000 < 70000"
+    record = decide(gate, candidate, None).to_dict()["gates"][0]["results"][0]
+    assert json.dumps(record["candidate"]) == "60000"
+
+
+def test_a_key_value_slice_of_a_column_whose_name_holds_equals_covers_its_values():
+    """Slice names are column=value; a column named "plan=tier" gives "plan=tier=gold", which
+    the first "=" split into column "plan", so its key slice was reported as having no rows."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    frame = pd.DataFrame({"plan=tier": rng.choice(["gold", "basic", "a=b"], n)})
+    y = rng.binomial(1, 0.3, n)
+    scores = np.clip(0.3 + 0.4 * (y - 0.3) + rng.normal(0, 0.2, n), 0, 1)
+    gates = criteria(
+        {"name": "support", "kind": "support", "slices": "key", "min_rows": 100},
+        absolute(slices="key", min=0.6),
+        slices=[{"by": "plan=tier", "key": True}],
+        bootstrap={"resamples": 0},
+    )
+    result = evaluate(gates, y, build_slices(frame, gates), {}, scores)
+
+    expected = {"overall", "plan=tier=a=b", "plan=tier=basic", "plan=tier=gold"}
+    for gate in result.verdict.gates:
+        assert {r.slice for r in gate.results} == expected, gate.name
+        assert all(r.outcome == PASS for r in gate.results), gate.summary()
+    assert result.verdict.passed
+
+
+def test_a_summary_shows_a_newline_in_a_slice_value_instead_of_starting_a_new_line():
+    """The CLI prints one line per gate from `summary()`: a value with a newline could forge a
+    line such as "✓ all_gates: passed"."""
+    name = "country=US\n✓  floor: passed on 1 slice(s)"
+    gate = criteria(absolute(slices=[name.split("=")[0]], min=0.9), slices=[{"by": "country"}])
+    candidate = metrics({"overall": {"roc_auc": 0.95}, name: {"roc_auc": 0.5}})
+
+    summary = decide(gate, candidate, None).gates[0].summary()
+
+    assert "\n" not in summary
+    assert "country=US\\n✓  floor" in summary

@@ -268,3 +268,108 @@ def test_only_an_http_mlflow_link_is_accepted(case):
 
 def test_the_html_report_is_identical_for_identical_inputs(case):
     assert render_html(case["evaluation"]) == render_html(case["evaluation"])
+
+
+# --- values from the data, drawn and written as text --------------------------------------------
+
+HOSTILE = [
+    "country=$x^{$",  # mathtext that does not parse: raised inside savefig
+    "country=$\\frac$",
+    "country=$$",
+    "country=a|b*_[x](y)<b>&amp;",
+    "country=line\nbreak\ttab\x00",
+    "country=\u202eright-to-left",
+    "country=" + "w" * 5000,
+]
+
+
+def _change_result(name: str) -> GateResult:
+    return GateResult(
+        gate="g",
+        kind="change",
+        slice=name,
+        metric="roc_auc",
+        outcome=FAIL,
+        passed=False,
+        threshold="relative drop <= 1.00%",
+        candidate=0.8,
+        champion=0.9,
+        change=-0.1,
+        relative_change=-0.111,
+        ci_low=-0.15,
+        ci_high=-0.05,
+    )
+
+
+def test_every_picture_draws_any_slice_value_as_text(case):
+    """A category such as "$x^{$" was parsed as mathtext and raised, failing every evaluation of
+    its snapshot with no file or column named; every picture that shows a slice name must
+    draw any value (markup, control characters, 5000 characters) and stay reproducible."""
+    ev, y = case["evaluation"], case["y"]
+    verdict = Verdict(
+        "0" * 64, True, (GateVerdict("g", "change", "", tuple(map(_change_result, HOSTILE))),)
+    )
+    renamed = {
+        "big": HOSTILE[0],
+        **{name: HOSTILE[i + 1] for i, name in enumerate(ev.candidate.slices.index[2:5])},
+    }
+    candidate = replace(ev.candidate, slices=ev.candidate.slices.rename(index=renamed))
+    champion = replace(ev.champion, slices=ev.champion.slices.rename(index=renamed))
+    renders = [
+        lambda: gate_changes_png(verdict),
+        lambda: confusion_matrices_png(candidate, champion, list(renamed.values()), 0.5),
+        lambda: confusion_matrix_png(candidate, None, HOSTILE[0], 0.5),
+        *[
+            lambda name=name: roc_pr_curves_png(y, case["candidate"], None, title=name)
+            for name in HOSTILE
+        ],
+    ]
+    for render in renders:
+        first = render()
+        assert first.startswith(PNG_MAGIC)
+        assert first == render()
+
+
+def test_support_counts_are_integers_in_the_html_report(case):
+    """A support gate's candidate is a row count: it read 6e+04 in the gate table."""
+    result = GateResult(
+        gate="support",
+        kind="support",
+        slice="overall",
+        metric="support",
+        outcome="pass",
+        passed=True,
+        threshold="rows >= 50000",
+        candidate=60_000,
+        support=60_000,
+        positives=6_000,
+    )
+    verdict = Verdict("0" * 64, False, (GateVerdict("support", "support", "", (result,)),))
+    page = html_report(
+        title="t",
+        summary={},
+        verdict=verdict,
+        candidate=case["first"].candidate,
+        champion=None,
+        images={},
+    )
+    row = next(r for r in page.split("<tr") if "<td>support</td>" in r)
+    assert '<td class="num">60,000</td>' in row
+    assert "6e+04" not in page and "60000.0" not in page
+
+
+def test_the_html_report_shows_invisible_characters_instead_of_obeying_them(case):
+    """html.escape leaves a right-to-left override or a NUL in place: the first reverses the
+    rest of its table row on screen. They are shown as escapes."""
+    result = replace(_change_result(HOSTILE[5]), gate="g")
+    verdict = Verdict("0" * 64, True, (GateVerdict("g", "change", "", (result,)),))
+    page = html_report(
+        title="t",
+        summary={"note": "a\x00b"},
+        verdict=verdict,
+        candidate=case["first"].candidate,
+        champion=None,
+        images={},
+    )
+    assert "\u202e" not in page and "\x00" not in page
+    assert "country=\\u202eright-to-left" in page and "a\\x00b" in page

@@ -242,3 +242,35 @@ def test_blocked_evaluation_still_gets_its_report_and_a_write_once_audit_record(
     before = audit_path.read_bytes()
     world.evaluate(3)
     assert audit_path.read_bytes() == before
+
+
+# --- slice names as MLflow metric names ----------------------------------------------------------
+
+
+def test_every_slice_value_gives_a_distinct_metric_name_that_mlflow_accepts():
+    """A slice name holds a data value, and MLflow refuses a metric name that is too long or
+    resolves as a path (``a/../b``, ``a//b``): logging the evaluation failed. Two values that
+    clean to the same name (``a|b``, ``a_b``) logged into one metric, the second overwriting."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from mlflow.utils.validation import _validate_metric_name
+
+    from eval_assets.assets import _flat_metrics
+    from eval_assets.core.gating import ModelMetrics
+    from eval_assets.core.metrics import METRIC_NAMES
+
+    values = ["US", "a|b", "a_b", "x/../y", "x//y", "trail/", "..", "$x^{$", "w" * 400, "w" * 401]
+    names = ["overall", *(f"country={v}" for v in values)]
+    table = pd.DataFrame(0.5, index=names, columns=list(METRIC_NAMES))
+    disparities = pd.DataFrame(columns=["attribute", "metric", "value"])
+    result = SimpleNamespace(candidate=ModelMetrics(table, pd.DataFrame(), disparities))
+
+    metrics = _flat_metrics(result)
+
+    assert len(metrics) == len(names) * len(METRIC_NAMES)  # none overwritten
+    for key in metrics:
+        _validate_metric_name(key)
+        assert len(key) <= 250, key
+    # Ordinary names are unchanged.
+    assert "roc_auc.overall" in metrics and "roc_auc.country_US" in metrics
