@@ -28,22 +28,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from eval_assets.core.criteria import ChangeGate, Criteria
-from eval_assets.core.gating import (
-    FAIL,
-    PASS,
-    GateResult,
-    GateVerdict,
-    ModelMetrics,
-    Verdict,
-)
-from eval_assets.core.metrics import (
-    HIGHER_IS_BETTER,
-    auc_ap_from_counts,
-    descending_order,
-    validate_inputs,
-)
-from eval_assets.core.slicing import OVERALL
+from eval_assets.core.gating import FAIL, PASS, GateResult, GateVerdict, Verdict
+from eval_assets.core.metrics import auc_ap_from_counts, descending_order, validate_inputs
 from eval_assets.core.text import visible
+from eval_assets.core.vocabulary import HIGHER_IS_BETTER, OVERALL, ModelMetrics
 
 DPI = 110
 CANDIDATE_COLOUR = "#1f6fb4"

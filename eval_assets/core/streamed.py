@@ -29,10 +29,8 @@ import pyarrow as pa
 
 from eval_assets.core.bootstrap import edge_levels
 from eval_assets.core.evaluation import assemble_metrics
-from eval_assets.core.gating import ModelMetrics
 from eval_assets.core.metrics import (
     COUNT_COLUMNS,
-    METRIC_NAMES,
     confusion_metrics,
     fairness_from_counts,
     row_losses,
@@ -41,6 +39,7 @@ from eval_assets.core.metrics import (
 )
 from eval_assets.core.report import thin_curve
 from eval_assets.core.slicing import SlicePlan, slice_bytes, unpack_slices
+from eval_assets.core.vocabulary import METRIC_NAMES, ModelMetrics
 
 # The sort's memory. Rows whose in-memory sort fits in it (about 40 bytes a row with 22 slices:
 # 1.6 million rows) are sorted by numpy, which is several times faster on so few; beyond, DuckDB

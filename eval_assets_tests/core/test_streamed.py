@@ -29,23 +29,11 @@ from eval_assets.core.bootstrap import (
 )
 from eval_assets.core.criteria import Criteria, parse_criteria
 from eval_assets.core.evaluation import model_metrics
-from eval_assets.core.gating import ModelMetrics
-from eval_assets.core.metrics import (
-    COUNT_COLUMNS,
-    METRIC_NAMES,
-    group_codes,
-    slice_metrics,
-    validate_inputs,
-)
+from eval_assets.core.metrics import COUNT_COLUMNS, group_codes, slice_metrics, validate_inputs
 from eval_assets.core.predicates import evaluate_predicate, parse_predicate
-from eval_assets.core.slicing import (
-    Slice,
-    SlicePlan,
-    build_slices,
-    fairness_groups,
-    plan_slices,
-)
+from eval_assets.core.slicing import Slice, SlicePlan, build_slices, fairness_groups, plan_slices
 from eval_assets.core.streamed import ScoreBatch, SortedSummary, streamed_metrics
+from eval_assets.core.vocabulary import METRIC_NAMES, ModelMetrics
 
 THRESHOLD = 0.1
 BINS = 24
