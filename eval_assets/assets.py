@@ -63,6 +63,7 @@ from eval_assets.core.evaluation import (
     to_json,
 )
 from eval_assets.core.gating import GateVerdict, decide
+from eval_assets.core.metrics.streamed import SortedSummary, streamed_metrics
 from eval_assets.core.models import PREDICT_BATCH_ROWS, ModelLoadError, load_model
 from eval_assets.core.predicates import parse_predicate, predicate_columns
 from eval_assets.core.provenance import git_commit
@@ -73,7 +74,6 @@ from eval_assets.core.report import (
     roc_pr_png,
 )
 from eval_assets.core.slicing import unpack_slices
-from eval_assets.core.streamed import SortedSummary, streamed_metrics
 from eval_assets.core.text import markdown, visible
 from eval_assets.core.vocabulary import METRIC_NAMES, OVERALL
 from eval_assets.partitions import (

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from eval_assets.core.metrics import (
+from eval_assets.core.metrics.binary import (
     auc_ap_from_counts,
     confusion_metrics,
     disparities,

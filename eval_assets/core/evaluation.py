@@ -14,7 +14,7 @@ import pandas as pd
 from eval_assets.core.bootstrap import BootstrapConfig, paired_bootstrap
 from eval_assets.core.criteria import Criteria
 from eval_assets.core.gating import Verdict, decide
-from eval_assets.core.metrics import (
+from eval_assets.core.metrics.binary import (
     COUNT_COLUMNS,
     FAIRNESS_GROUP_COLUMNS,
     fairness_metrics,

@@ -29,7 +29,8 @@ from matplotlib.patches import Patch
 
 from eval_assets.core.criteria import ChangeGate, Criteria
 from eval_assets.core.gating import FAIL, PASS, GateResult, GateVerdict, Verdict
-from eval_assets.core.metrics import auc_ap_from_counts, descending_order, validate_inputs
+from eval_assets.core.metrics.binary import validate_inputs
+from eval_assets.core.metrics.curves import roc_pr_curves
 from eval_assets.core.text import visible
 from eval_assets.core.vocabulary import HIGHER_IS_BETTER, OVERALL, ModelMetrics
 
@@ -38,8 +39,6 @@ CANDIDATE_COLOUR = "#1f6fb4"
 CHAMPION_COLOUR = "#555555"
 OUTCOME_COLOURS = {PASS: "#2e7d32", FAIL: "#c62828"}
 OTHER_COLOUR = "#ef8a00"
-# Curves are thinned to about this many steps per axis; the AUC and AP use every row.
-_CURVE_RESOLUTION = 1500
 _LABEL_CHARS = 34
 
 
@@ -243,7 +242,7 @@ def roc_pr_curves_png(
     n_pos = int(y.sum())
     drawn = []
     for name, scores in models:
-        curve = _curves(y, scores) if n_pos and n_pos < len(y) else {}
+        curve = roc_pr_curves(y, scores) if n_pos and n_pos < len(y) else {}
         point = None
         if threshold is not None:
             flagged = scores >= threshold
@@ -261,7 +260,7 @@ def roc_pr_png(
     threshold: float | None = None,
 ) -> bytes:
     """`roc_pr_curves_png` from curves already computed: per model (candidate first), its name,
-    its `_curves`-style vertices with "auc" and "ap", and its (tp, fp) at the threshold."""
+    its `roc_pr_curves` vertices with "auc" and "ap", and its (tp, fp) at the threshold."""
     styles = {"candidate": (CANDIDATE_COLOUR, "-"), "champion": (CHAMPION_COLOUR, "--")}
     fig = Figure(figsize=(11.0, 4.8))
     # Fixed margins fit the fixed labels; a `tight_layout` pass would measure every text again.
@@ -339,45 +338,6 @@ def roc_pr_png(
     roc_ax.legend(loc="lower right", fontsize=8.5, framealpha=0.9)
     pr_ax.legend(loc="lower left", fontsize=8.5, framealpha=0.9)
     return _png(fig)
-
-
-def _curves(y: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray | float]:
-    """ROC and PR curve vertices (one per distinct score, thinned) and the exact AUC and AP."""
-    order, sorted_scores = descending_order(scores)
-    labels = y[order].astype(np.int64)
-    # The last row of each run of tied scores closes a threshold.
-    ends = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
-    tps = np.cumsum(labels)[ends]
-    fps = ends + 1 - tps
-    auc, ap = auc_ap_from_counts(np.diff(tps, prepend=0), np.diff(fps, prepend=0))
-    n_pos, n_neg = tps[-1], fps[-1]
-    fpr = np.r_[0.0, fps / n_neg]
-    tpr = np.r_[0.0, tps / n_pos]
-    recall = np.r_[0.0, tps / n_pos]
-    precision = tps / (tps + fps)
-    precision = np.r_[precision[0], precision]
-    roc_keep = thin_curve(fpr, tpr)
-    pr_keep = thin_curve(recall, precision)
-    return {
-        "fpr": fpr[roc_keep],
-        "tpr": tpr[roc_keep],
-        "recall": recall[pr_keep],
-        "precision": precision[pr_keep],
-        "auc": float(auc),
-        "ap": float(ap),
-    }
-
-
-def thin_curve(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of the vertices that move to another cell of a fine grid (first and last kept)."""
-    cell = np.floor(x * _CURVE_RESOLUTION) * (_CURVE_RESOLUTION + 1) + np.floor(
-        y * _CURVE_RESOLUTION
-    )
-    keep = np.r_[True, cell[1:] != cell[:-1]]
-    keep[-1] = True
-    # Keep the vertex before each kept one too, so steps and corners stay where they are.
-    keep[:-1] |= keep[1:]
-    return np.flatnonzero(keep)
 
 
 # --- the reviewer picture: gated changes --------------------------------------------------------

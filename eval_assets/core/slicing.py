@@ -133,7 +133,7 @@ def unpack_slices(bits: np.ndarray, n_slices: int) -> np.ndarray:
 def plan_slices(criteria: Criteria, frames: Iterable[pd.DataFrame]) -> SlicePlan:
     """The slice plan of a dataset read as `frames` (only value-slice and fairness columns are
     needed): value slices in sorted value order, fairness groups sorted, as `build_slices` and
-    `metrics.group_codes` order them for the whole column at once."""
+    `binary.group_codes` order them for the whole column at once."""
     by = list(dict.fromkeys(s.by for s in criteria.slices if not isinstance(s, PredicateSlice)))
     seen: dict[str, list[np.ndarray]] = {column: [] for column in by}
     groups: dict[str, set[str]] = {attribute: set() for attribute in criteria.fairness}

@@ -21,7 +21,7 @@ from eval_assets.core.bootstrap import (
     BootstrapConfig,
     paired_bootstrap,
 )
-from eval_assets.core.metrics import fairness_metrics, slice_metrics
+from eval_assets.core.metrics.binary import fairness_metrics, slice_metrics
 from eval_assets.core.slicing import Slice
 from eval_assets.core.vocabulary import FAIRNESS_METRICS, METRIC_NAMES, METRIC_RANGES
 

@@ -19,7 +19,7 @@ from fairlearn.metrics import (
 )
 from sklearn import metrics as skm
 
-from eval_assets.core.metrics import (
+from eval_assets.core.metrics.binary import (
     COUNT_COLUMNS,
     FAIRNESS_GROUP_COLUMNS,
     auc_ap_from_counts,

@@ -19,9 +19,9 @@ import pytest
 from eval_assets.core.criteria import parse_criteria
 from eval_assets.core.evaluation import Evaluation, evaluate
 from eval_assets.core.gating import FAIL, GateResult, GateVerdict, Verdict
+from eval_assets.core.metrics.curves import roc_pr_curves
 from eval_assets.core.report import (
     DPI,
-    _curves,
     confusion_matrices_png,
     confusion_matrix_png,
     gate_changes_png,
@@ -144,7 +144,7 @@ def test_a_confusion_grid_has_a_panel_per_slice_and_model_and_draws_the_counts(c
 
 def test_the_curves_report_the_same_auc_and_ap_as_the_gated_metrics(case):
     y, scores = case["y"], case["candidate"]
-    curve = _curves(y, scores)
+    curve = roc_pr_curves(y, scores)
     overall = case["evaluation"].candidate.slices.loc["overall"]
     assert curve["auc"] == pytest.approx(overall["roc_auc"], abs=1e-12)
     assert curve["ap"] == pytest.approx(overall["pr_auc"], abs=1e-12)
