@@ -20,12 +20,12 @@ from eval_assets.core.criteria import parse_criteria
 from eval_assets.core.evaluation import Evaluation, evaluate
 from eval_assets.core.gating import FAIL, GateResult, GateVerdict, Verdict
 from eval_assets.core.metrics.curves import roc_pr_curves
-from eval_assets.core.report import (
+from eval_assets.core.render.html import html_report
+from eval_assets.core.render.plots import (
     DPI,
     confusion_matrices_png,
     confusion_matrix_png,
     gate_changes_png,
-    html_report,
     roc_pr_curves_png,
 )
 from eval_assets.core.slicing import build_slices
