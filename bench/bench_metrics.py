@@ -57,15 +57,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from eval_assets import prediction_files
 from eval_assets.core.bootstrap import BootstrapConfig, paired_bootstrap
 from eval_assets.core.criteria import parse_criteria
-from eval_assets.core.metrics import (
-    COUNT_COLUMNS,
-    FAIRNESS_METRICS,
-    METRIC_NAMES,
-    fairness_metrics,
-    slice_metrics,
-)
+from eval_assets.core.metrics.binary import COUNT_COLUMNS, fairness_metrics, slice_metrics
+from eval_assets.core.metrics.streamed import streamed_metrics
 from eval_assets.core.slicing import Slice
-from eval_assets.core.streamed import streamed_metrics
+from eval_assets.core.vocabulary import FAIRNESS_METRICS, METRIC_NAMES
 
 THRESHOLD = 0.2
 MERCHANTS = 12

@@ -63,19 +63,15 @@ from eval_assets.core.evaluation import (
     to_json,
 )
 from eval_assets.core.gating import GateVerdict, decide
-from eval_assets.core.metrics import METRIC_NAMES
+from eval_assets.core.metrics.streamed import SortedSummary, streamed_metrics
 from eval_assets.core.models import PREDICT_BATCH_ROWS, ModelLoadError, load_model
 from eval_assets.core.predicates import parse_predicate, predicate_columns
 from eval_assets.core.provenance import git_commit
-from eval_assets.core.report import (
-    confusion_matrices_png,
-    gate_changes_png,
-    html_report,
-    roc_pr_png,
-)
-from eval_assets.core.slicing import OVERALL, unpack_slices
-from eval_assets.core.streamed import SortedSummary, streamed_metrics
+from eval_assets.core.render.html import html_report
+from eval_assets.core.render.plots import confusion_matrices_png, gate_changes_png, roc_pr_png
+from eval_assets.core.slicing import unpack_slices
 from eval_assets.core.text import markdown, visible
+from eval_assets.core.vocabulary import METRIC_NAMES, OVERALL
 from eval_assets.partitions import (
     SNAPSHOT_DIM,
     evaluation_partitions,

@@ -178,7 +178,7 @@ def _write_outputs(
     from eval_assets.core import EVALUATOR_VERSION
     from eval_assets.core.evaluation import to_json
     from eval_assets.core.provenance import git_commit
-    from eval_assets.core.report import confusion_matrix_png
+    from eval_assets.core.render.plots import confusion_matrix_png
 
     contract = criteria.dataset
     metrics = {
@@ -235,10 +235,10 @@ def _write_report(
     gated: bool,
 ) -> None:
     """The same plots and HTML report as the Dagster evaluation_report asset."""
-    from eval_assets.core.report import (
+    from eval_assets.core.render.html import html_report
+    from eval_assets.core.render.plots import (
         confusion_matrices_png,
         gate_changes_png,
-        html_report,
         roc_pr_curves_png,
     )
 

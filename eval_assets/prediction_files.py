@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 from dagster import Failure
 
 from eval_assets.core.criteria import Criteria, PredicateSlice
+from eval_assets.core.metrics.streamed import Cutter, ScoreBatch
 from eval_assets.core.models import PREDICT_BATCH_ROWS
 from eval_assets.core.slicing import SlicePlan, plan_slices
-from eval_assets.core.streamed import Cutter, ScoreBatch
 from eval_assets.resources.storage import ARROW_STRINGS
 
 LABEL, SCORE, ROW_ID = "label", "score", "row_id"

@@ -53,10 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from eval_assets.core.metrics import (
-    FAIRNESS_METRICS,
-    METRIC_NAMES,
-    METRIC_RANGES,
+from eval_assets.core.metrics.binary import (
     auc_ap_from_counts,
     confusion_metrics,
     disparities,
@@ -67,6 +64,7 @@ from eval_assets.core.metrics import (
     validate_threshold,
 )
 from eval_assets.core.slicing import Slice
+from eval_assets.core.vocabulary import FAIRNESS_METRICS, METRIC_NAMES, METRIC_RANGES
 
 INTERVAL_COLUMNS: tuple[str, ...] = (
     "candidate_low",

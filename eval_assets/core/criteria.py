@@ -24,14 +24,14 @@ from pydantic import (
     model_validator,
 )
 
-from eval_assets.core.metrics import (
+from eval_assets.core.predicates import PredicateError, parse_predicate, predicate_columns
+from eval_assets.core.vocabulary import (
     FAIRNESS_METRICS,
     HIGHER_IS_BETTER,
     METRIC_NAMES,
     METRIC_RANGES,
+    OVERALL,
 )
-from eval_assets.core.predicates import PredicateError, parse_predicate, predicate_columns
-from eval_assets.core.slicing import OVERALL
 
 CRITERIA_SCHEMA_VERSION = 1
 # Metrics whose value always lies in [0, 1] (log loss is unbounded above).

@@ -13,15 +13,15 @@ import pandas as pd
 
 from eval_assets.core.bootstrap import BootstrapConfig, paired_bootstrap
 from eval_assets.core.criteria import Criteria
-from eval_assets.core.gating import ModelMetrics, Verdict, decide
-from eval_assets.core.metrics import (
+from eval_assets.core.gating import Verdict, decide
+from eval_assets.core.metrics.binary import (
     COUNT_COLUMNS,
     FAIRNESS_GROUP_COLUMNS,
-    METRIC_NAMES,
     fairness_metrics,
     slice_metrics,
 )
 from eval_assets.core.slicing import Slice
+from eval_assets.core.vocabulary import METRIC_NAMES, ModelMetrics
 
 
 @dataclass(frozen=True)

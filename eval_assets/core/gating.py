@@ -31,37 +31,11 @@ from eval_assets.core.criteria import (
 )
 from eval_assets.core.slicing import select_slices
 from eval_assets.core.text import visible
+from eval_assets.core.vocabulary import ModelMetrics
 
 PASS, FAIL = "pass", "fail"
 INSUFFICIENT, MISSING, NO_CHAMPION = "insufficient_evidence", "missing", "no_champion"
 OUTCOMES = (PASS, FAIL, INSUFFICIENT, MISSING, NO_CHAMPION)
-
-
-@dataclass(frozen=True)
-class ModelMetrics:
-    """One model's metrics on one snapshot.
-
-    `slices` is indexed by slice name (the table `slice_metrics` returns); `fairness_groups` has
-    columns attribute, group, support, positives, selection_rate, tpr, fpr; `disparities` has
-    columns attribute, metric, value.
-    """
-
-    slices: pd.DataFrame
-    fairness_groups: pd.DataFrame
-    disparities: pd.DataFrame
-
-    def value(self, slice_name: str, metric: str) -> float | None:
-        if slice_name not in self.slices.index or metric not in self.slices.columns:
-            return None
-        return float(self.slices.at[slice_name, metric])
-
-    def disparity(self, attribute: str, metric: str) -> float | None:
-        if self.disparities.empty:
-            return None
-        rows = self.disparities[
-            (self.disparities["attribute"] == attribute) & (self.disparities["metric"] == metric)
-        ]
-        return None if rows.empty else float(rows["value"].iloc[0])
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from eval_assets.core.criteria import Criteria, PredicateSlice, ValueSlices
 from eval_assets.core.predicates import evaluate_predicate, parse_predicate
-
-if TYPE_CHECKING:
-    from eval_assets.core.criteria import Criteria, PredicateSlice, ValueSlices
-
-OVERALL = "overall"
+from eval_assets.core.vocabulary import OVERALL
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,8 +48,6 @@ class SlicePlan:
     @property
     def slices(self) -> list[tuple[str, bool, str]]:
         """(name, key, kind) of every slice, in table order."""
-        from eval_assets.core.criteria import PredicateSlice
-
         out = [(OVERALL, True, "overall")]
         for spec in self.criteria.slices:
             if isinstance(spec, PredicateSlice):
@@ -76,8 +71,6 @@ class SlicePlan:
         bit first (the streamed evaluation sorts and counts these). Made directly, without rows x
         slices booleans: a value slice's bit is looked up by the row's value code, one look-up
         per byte that a column's values span."""
-        from eval_assets.core.criteria import PredicateSlice
-
         out = np.zeros((slice_bytes(len(self.slices)), len(frame)), dtype=np.uint8)
         out[0] |= 1  # the overall slice
         j = 1
@@ -140,9 +133,7 @@ def unpack_slices(bits: np.ndarray, n_slices: int) -> np.ndarray:
 def plan_slices(criteria: Criteria, frames: Iterable[pd.DataFrame]) -> SlicePlan:
     """The slice plan of a dataset read as `frames` (only value-slice and fairness columns are
     needed): value slices in sorted value order, fairness groups sorted, as `build_slices` and
-    `metrics.group_codes` order them for the whole column at once."""
-    from eval_assets.core.criteria import PredicateSlice
-
+    `binary.group_codes` order them for the whole column at once."""
     by = list(dict.fromkeys(s.by for s in criteria.slices if not isinstance(s, PredicateSlice)))
     seen: dict[str, list[np.ndarray]] = {column: [] for column in by}
     groups: dict[str, set[str]] = {attribute: set() for attribute in criteria.fairness}
@@ -221,8 +212,6 @@ def value_text(value: object) -> str:
 
 def expected_slice_names(criteria: Criteria) -> list[str]:
     """Slice names the criteria promise whatever the data: their absence is a missing slice."""
-    from eval_assets.core.criteria import PredicateSlice
-
     names = [OVERALL]
     for spec in criteria.slices:
         if isinstance(spec, PredicateSlice):
@@ -252,8 +241,6 @@ def select_slices(selector: str | list[str], criteria: Criteria, present: list[s
 
 def value_columns(criteria: Criteria) -> set[str]:
     """The columns of the criteria's value slices."""
-    from eval_assets.core.criteria import ValueSlices
-
     return {s.by for s in criteria.slices if isinstance(s, ValueSlices)}
 
 

@@ -21,14 +21,9 @@ from eval_assets.core.bootstrap import (
     BootstrapConfig,
     paired_bootstrap,
 )
-from eval_assets.core.metrics import (
-    FAIRNESS_METRICS,
-    METRIC_NAMES,
-    METRIC_RANGES,
-    fairness_metrics,
-    slice_metrics,
-)
+from eval_assets.core.metrics.binary import fairness_metrics, slice_metrics
 from eval_assets.core.slicing import Slice
+from eval_assets.core.vocabulary import FAIRNESS_METRICS, METRIC_NAMES, METRIC_RANGES
 
 THRESHOLD = 0.5
 

@@ -24,11 +24,11 @@ from eval_assets.core.gating import (
     NO_CHAMPION,
     OUTCOMES,
     PASS,
-    ModelMetrics,
     Verdict,
     decide,
 )
 from eval_assets.core.slicing import build_slices
+from eval_assets.core.vocabulary import ModelMetrics
 
 # --- builders -----------------------------------------------------------------------------------
 

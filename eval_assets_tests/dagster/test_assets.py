@@ -257,8 +257,7 @@ def test_every_slice_value_gives_a_distinct_metric_name_that_mlflow_accepts():
     from mlflow.utils.validation import _validate_metric_name
 
     from eval_assets.assets import _flat_metrics
-    from eval_assets.core.gating import ModelMetrics
-    from eval_assets.core.metrics import METRIC_NAMES
+    from eval_assets.core.vocabulary import METRIC_NAMES, ModelMetrics
 
     values = ["US", "a|b", "a_b", "x/../y", "x//y", "trail/", "..", "$x^{$", "w" * 400, "w" * 401]
     names = ["overall", *(f"country={v}" for v in values)]

@@ -28,7 +28,7 @@ from eval_assets.assets import (
 from eval_assets.core.criteria import load_criteria
 from eval_assets.core.evaluation import evaluate, to_json
 from eval_assets.core.models import PREDICT_BATCH_ROWS
-from eval_assets.core.report import confusion_matrices_png, roc_pr_curves_png
+from eval_assets.core.render.plots import confusion_matrices_png, roc_pr_curves_png
 from eval_assets.core.slicing import build_slices, fairness_groups, plan_slices
 from eval_assets.prediction_files import (
     RowIdsDigest,

@@ -22,7 +22,8 @@ def stub_plots(patch: Any) -> None:
     """Replace the report's plots by a 1-pixel PNG (`patch`: a pytest MonkeyPatch).
 
     Plots are most of a small evaluation's time and play no part in what the reliability tests
-    prove; core/test_report.py and dagster/test_assets.py cover the real ones.
+    prove; core/render/test_plots.py, core/render/test_html.py and dagster/test_assets.py cover
+    the real ones.
     """
     import matplotlib.image
 

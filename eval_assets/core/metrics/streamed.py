@@ -6,7 +6,7 @@ labels and slice membership bits are sorted, in numpy while they fit in a fixed 
 by DuckDB beyond it (within the same limit, spilling to disk), and the sorted rows come back in
 fixed-size chunks that are reduced tie group by tie group, each slice carrying its running
 positive and negative counts from chunk to chunk.
-The formulas are those of `metrics.slice_metrics` (Mann-Whitney with ties counted half, in
+The formulas are those of `binary.slice_metrics` (Mann-Whitney with ties counted half, in
 integers; scikit-learn's average precision step sum); the results agree with it, and so with
 scikit-learn, to 1e-12 (tests), and do not depend on which sort ran, on DuckDB's threads or on
 the order of tied rows.
@@ -29,18 +29,17 @@ import pyarrow as pa
 
 from eval_assets.core.bootstrap import edge_levels
 from eval_assets.core.evaluation import assemble_metrics
-from eval_assets.core.gating import ModelMetrics
-from eval_assets.core.metrics import (
+from eval_assets.core.metrics.binary import (
     COUNT_COLUMNS,
-    METRIC_NAMES,
     confusion_metrics,
     fairness_from_counts,
     row_losses,
     validate_inputs,
     validate_threshold,
 )
-from eval_assets.core.report import thin_curve
+from eval_assets.core.metrics.curves import thin_curve
 from eval_assets.core.slicing import SlicePlan, slice_bytes, unpack_slices
+from eval_assets.core.vocabulary import METRIC_NAMES, ModelMetrics
 
 # The sort's memory. Rows whose in-memory sort fits in it (about 40 bytes a row with 22 slices:
 # 1.6 million rows) are sorted by numpy, which is several times faster on so few; beyond, DuckDB

@@ -5,7 +5,7 @@ budget; every test here runs with both) and reduces the sorted rows in fixed chu
 tie group that straddles two chunks as counts. Gates and the bootstrap read its numbers as they
 read those of `model_metrics`, so every count must be identical, every metric within 1e-12, every
 NaN in the same place, and the curve and bootstrap quantiles bit for bit those of
-`report._curves` and `np.quantile`, for any batch size, chunk size and ties.
+`curves.roc_pr_curves` and `np.quantile`, for any batch size, chunk size and ties.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eval_assets.core import report
-from eval_assets.core import streamed as streamed_module
 from eval_assets.core.bootstrap import (
     INTERVAL_COLUMNS,
     Binning,
@@ -29,23 +27,18 @@ from eval_assets.core.bootstrap import (
 )
 from eval_assets.core.criteria import Criteria, parse_criteria
 from eval_assets.core.evaluation import model_metrics
-from eval_assets.core.gating import ModelMetrics
-from eval_assets.core.metrics import (
+from eval_assets.core.metrics import streamed as streamed_module
+from eval_assets.core.metrics.binary import (
     COUNT_COLUMNS,
-    METRIC_NAMES,
     group_codes,
     slice_metrics,
     validate_inputs,
 )
+from eval_assets.core.metrics.curves import roc_pr_curves
+from eval_assets.core.metrics.streamed import ScoreBatch, SortedSummary, streamed_metrics
 from eval_assets.core.predicates import evaluate_predicate, parse_predicate
-from eval_assets.core.slicing import (
-    Slice,
-    SlicePlan,
-    build_slices,
-    fairness_groups,
-    plan_slices,
-)
-from eval_assets.core.streamed import ScoreBatch, SortedSummary, streamed_metrics
+from eval_assets.core.slicing import Slice, SlicePlan, build_slices, fairness_groups, plan_slices
+from eval_assets.core.vocabulary import METRIC_NAMES, ModelMetrics
 
 THRESHOLD = 0.1
 BINS = 24
@@ -475,7 +468,7 @@ def test_quantiles_are_numpys_bit_for_bit(monkeypatch, n, decimals, positives, b
 @pytest.mark.parametrize("chunk", [7, 64, 1_000, CHUNK])
 @pytest.mark.parametrize("decimals", [3, None])
 def test_curve_equals_the_in_memory_curve_vertex_for_vertex(monkeypatch, chunk, decimals):
-    """ROC and PR vertices, thinned chunk by chunk, are exactly `report._curves`'s (the top
+    """ROC and PR vertices, thinned chunk by chunk, are exactly `roc_pr_curves`'s (the top
     score is tied between a positive and two negatives, so the PR curve starts at 1/3)."""
     monkeypatch.setattr(streamed_module, "_SORTED_CHUNK", chunk)
     rows = make_rows(5_000, seed=18, decimals=decimals, positive_rate=0.1)
@@ -483,7 +476,7 @@ def test_curve_equals_the_in_memory_curve_vertex_for_vertex(monkeypatch, chunk, 
     score[[np.flatnonzero(rows.y == 1)[0], *np.flatnonzero(rows.y == 0)[:2]]] = 1.0
     rows = rows.with_score(score)
     curve = streamed(rows, OVERALL_ONLY, size=1_100).curve
-    want = report._curves(rows.y, rows.score)
+    want = roc_pr_curves(rows.y, rows.score)
     assert want["precision"][0] == 1 / 3
     for key in ("fpr", "tpr", "recall", "precision"):
         assert len(want[key]) > 10

@@ -10,43 +10,15 @@ once, and each slice reduces to per-tie-group positive and negative counts taken
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from eval_assets.core.slicing import Slice
+from eval_assets.core.vocabulary import METRIC_NAMES
 
-METRIC_NAMES: tuple[str, ...] = (
-    "roc_auc",
-    "pr_auc",
-    "log_loss",
-    "brier",
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "selection_rate",
-    "tpr",
-    "fpr",
-)
-HIGHER_IS_BETTER: dict[str, bool] = {
-    name: name not in ("log_loss", "brier", "fpr") for name in METRIC_NAMES
-}
 COUNT_COLUMNS: tuple[str, ...] = ("support", "positives", "negatives", "tp", "fp", "tn", "fn")
-FAIRNESS_METRICS: tuple[str, ...] = (
-    "demographic_parity_difference",
-    "demographic_parity_ratio",
-    "equalized_odds_difference",
-)
-# The closed range of values each metric can take: rates, AUCs and disparities lie in [0, 1], log
-# loss is unbounded above. Intervals are kept inside it (resampling noise must not report an AUC
-# above 1), and a change's interval inside the range of a difference of two values.
-METRIC_RANGES: dict[str, tuple[float, float]] = {
-    **{name: (0.0, math.inf if name == "log_loss" else 1.0) for name in METRIC_NAMES},
-    **dict.fromkeys(FAIRNESS_METRICS, (0.0, 1.0)),
-}
 FAIRNESS_GROUP_COLUMNS: tuple[str, ...] = (
     "group",
     "support",

@@ -19,18 +19,16 @@ from fairlearn.metrics import (
 )
 from sklearn import metrics as skm
 
-from eval_assets.core.metrics import (
+from eval_assets.core.metrics.binary import (
     COUNT_COLUMNS,
     FAIRNESS_GROUP_COLUMNS,
-    FAIRNESS_METRICS,
-    HIGHER_IS_BETTER,
-    METRIC_NAMES,
     auc_ap_from_counts,
     descending_order,
     fairness_metrics,
     slice_metrics,
 )
 from eval_assets.core.slicing import Slice
+from eval_assets.core.vocabulary import FAIRNESS_METRICS, HIGHER_IS_BETTER, METRIC_NAMES
 
 THRESHOLD = 0.4
 
