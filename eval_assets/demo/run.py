@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import DagsterInstance, Definitions, build_sensor_context
+from dagster import DagsterInstance, Definitions, build_resources, build_sensor_context
 
 from eval_assets.definitions import REPO_ROOT, Settings, build_definitions
 from eval_assets.demo.synthetic import GOLDEN_ROWS, GOLDEN_SEED, generate_transactions
@@ -47,9 +47,22 @@ def main() -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
     defs = build_definitions(settings)
     instance = DagsterInstance.get()
-    resources: dict[str, Any] = defs.resources or {}
-    registry = resources["model_registry"]
-    store = resources["snapshot_store"]
+    # Initialized as a run initializes them: values passed by `EnvVar` (the tracking URI) are
+    # read from the environment only here.
+    with build_resources(defs.resources or {}) as resources:
+        return demo(settings, defs, instance, resources, started)
+
+
+def demo(
+    settings: Settings,
+    defs: Definitions,
+    instance: DagsterInstance,
+    resources: Any,
+    started: float,
+) -> int:
+    """Publish, train, register, let the sensors evaluate, print the verdicts."""
+    registry = resources.model_registry
+    store = resources.snapshot_store
 
     say(f"state folder: {settings.state_dir}")
     if not any(s.snapshot_id == SNAPSHOT_ID for s in store.list_snapshots("card_fraud_golden")):
@@ -74,7 +87,7 @@ def main() -> int:
             drive(defs, instance, f"{MODEL}_registry_sensor")
 
     say("3. verdicts")
-    evaluations = resources["evaluation_store"]
+    evaluations = resources.evaluation_store
     for info in registry.list_versions(MODEL)[:4]:
         path = output_path(
             [MODEL, "gate_verdict"], f"{version_key(MODEL, info.version)}|{SNAPSHOT_ID}", ".json"
@@ -196,7 +209,10 @@ def print_verdict(version: str, record: dict[str, Any] | None) -> None:
 
 
 def _f(value: Any) -> str:
-    return "" if value is None else f"{value:.4f}"
+    if value is None:
+        return ""
+    # A support gate's candidate is a row count: shown as one, not as 60000.0000.
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
 
 
 def say(text: str) -> None:
