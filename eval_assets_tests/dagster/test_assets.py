@@ -13,8 +13,6 @@ from dagster import AssetKey, DagsterInstance
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
 from eval_assets.prediction_files import row_ids_digest
-from eval_assets.resources.notifier import RecordingNotifier
-from eval_assets.resources.registry import FakeModelRegistry
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
 from eval_assets_tests.support.factories import (
@@ -25,6 +23,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.fakes import FakeModelRegistry, RecordingNotifier
 
 SNAPSHOT = "snap-001"
 

@@ -20,8 +20,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
-from eval_assets.resources.notifier import RecordingNotifier
-from eval_assets.resources.registry import FakeModelRegistry
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
 from eval_assets_tests.support.factories import (
@@ -35,6 +33,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.fakes import FakeModelRegistry, RecordingNotifier
 
 ROWS = 6000
 SNAPSHOT = "hostile"
