@@ -76,7 +76,7 @@ from eval_assets.partitions import (
     SNAPSHOT_DIM,
     evaluation_partitions,
     model_version_partitions,
-    pair_partition,
+    pair_key,
     parse_version_key,
     snapshot_partitions,
     version_key,
@@ -324,9 +324,7 @@ def build_evaluation_assets(
                 context, criteria, champion_key, snapshot, model_registry, evaluation_store
             )
             champion_record = evaluation_store.read_json(
-                output_path(
-                    [model, "slice_metrics"], pair_partition(champion_key, snapshot_id), ".json"
-                )
+                output_path([model, "slice_metrics"], pair_key(champion_key, snapshot_id), ".json")
             )
         with (
             evaluation_store.local_file(candidate_path) as candidate_file,
@@ -781,7 +779,7 @@ def champion_predictions(
     """Where the champion's predictions on this snapshot are stored (materialized here when
     missing, or when they were not recorded as scored from the same snapshot bytes)."""
     model = criteria.model
-    pair = pair_partition(champion_key, snapshot.snapshot_id)
+    pair = str(pair_key(champion_key, snapshot.snapshot_id))
     path = output_path([model, "predictions"], pair, ".parquet")
     scored = recorded_metadata(context.instance, AssetKey([model, "predictions"]), pair)
     if scored.get("snapshot_sha256") == snapshot.sha256 and store.exists(path):
@@ -957,7 +955,7 @@ def verdict_record(
         "git_commit": commit,
         "champion_version": champion_version,
         "champion_partition": (
-            pair_partition(version_key(criteria.model, champion_version), snapshot.snapshot_id)
+            str(pair_key(version_key(criteria.model, champion_version), snapshot.snapshot_id))
             if champion_version
             else None
         ),

@@ -36,6 +36,7 @@ from dagster_aws.s3 import S3Resource
 
 from eval_assets.core import atomic
 from eval_assets.core.evaluation import to_json
+from eval_assets.partitions import key_parts
 
 ARROW_STRINGS = {
     pa.string(): pd.StringDtype("pyarrow"),
@@ -312,7 +313,7 @@ def output_path(asset_path: list[str], partition_key: str | None, suffix: str) -
     """``<asset key path>/<partition dims as folders><suffix>``."""
     parts = list(asset_path)
     if partition_key:
-        parts += partition_key.split("|")
+        parts += key_parts(partition_key)
     return "/".join(parts) + suffix
 
 

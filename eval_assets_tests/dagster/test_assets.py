@@ -11,7 +11,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 
 from eval_assets.definitions import Settings, build_definitions
-from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
+from eval_assets.partitions import model_version_partitions, pair_key, snapshot_partitions
 from eval_assets.prediction_files import row_ids_digest
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
@@ -68,7 +68,7 @@ class World:
         )
 
     def evaluate(self, version: int):
-        return self.run(f"{MODEL}_evaluation_job", evaluation_key(f"{MODEL}.v{version}", SNAPSHOT))
+        return self.run(f"{MODEL}_evaluation_job", pair_key(f"{MODEL}.v{version}", SNAPSHOT))
 
     def materialized(self, asset: str, version: int) -> bool:
         done = self.instance.get_materialized_partitions(AssetKey([MODEL, asset]))

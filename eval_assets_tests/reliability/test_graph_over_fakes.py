@@ -28,7 +28,7 @@ from dagster import AssetKey, DagsterInstance
 
 from eval_assets.assets import DIGEST_TAG
 from eval_assets.definitions import Settings, build_definitions
-from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
+from eval_assets.partitions import model_version_partitions, pair_key, snapshot_partitions
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
 from eval_assets_tests.support.factories import (
@@ -111,7 +111,7 @@ class Graph:
         return info.version, self.run("model_version_job", key)
 
     def evaluate(self, version: str, snapshot: str = GOLDEN):
-        return self.run("evaluation_job", evaluation_key(f"{MODEL}.v{version}", snapshot))
+        return self.run("evaluation_job", pair_key(f"{MODEL}.v{version}", snapshot))
 
     def materialized(self, asset: str, partition: str) -> bool:
         return partition in self.instance.get_materialized_partitions(AssetKey([MODEL, asset]))
