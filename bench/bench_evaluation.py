@@ -456,7 +456,6 @@ def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
     """The project's evaluation job for the candidate, then the champion alias put back and the
     evaluation's MLflow run and audit record removed (after the clock)."""
     from eval_assets.partitions import pair_key, version_key
-    from eval_assets.resources.storage import output_path
 
     import_seconds = time.perf_counter() - STARTED
     _, defs, instance = _code_location()
@@ -480,9 +479,8 @@ def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
     logs = " ".join(
         r.user_message for r in instance.all_logs(result.run_id) if r.user_message is not None
     )
-    verdict = defs.resources["evaluation_store"].read_json(
-        output_path([MODEL, "gate_verdict"], str(partition), ".json")
-    )
+    store = defs.resources["evaluation_store"]
+    verdict = store.read_json(store.gate_verdict(MODEL, partition))
     paired = [
         r
         for gate in verdict["verdict"]["gates"]

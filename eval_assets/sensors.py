@@ -20,7 +20,7 @@ from dagster import (
     sensor,
 )
 
-from eval_assets.assets import DIGEST_TAG
+from eval_assets.assets.model_version import DIGEST_TAG
 from eval_assets.core.criteria import Criteria
 from eval_assets.core.digests import evaluation_key
 from eval_assets.partitions import (

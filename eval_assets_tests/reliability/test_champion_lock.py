@@ -20,7 +20,7 @@ import boto3
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from eval_assets.assets import promote
+from eval_assets.assets.promotion import promote
 from eval_assets.core.criteria import load_criteria
 from eval_assets.resources.storage import (
     EvaluationStore,

@@ -26,7 +26,7 @@ import skops.io
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from eval_assets.assets import DIGEST_TAG
+from eval_assets.assets.model_version import DIGEST_TAG
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.partitions import model_version_partitions, pair_key, snapshot_partitions
 from eval_assets.resources.snapshots import LocalSnapshotStore
