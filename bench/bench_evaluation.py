@@ -387,11 +387,11 @@ def champion_side(snapshot: str, state: Path) -> dict[str, Any]:
     timed)."""
     from dagster import AssetKey, materialize
 
-    from eval_assets.partitions import evaluation_key, version_key
+    from eval_assets.partitions import pair_key, version_key
 
     _, defs, instance = _code_location()
     registry = defs.resources["model_registry"]
-    partition = evaluation_key(version_key(MODEL, CHAMPION), snapshot)
+    partition = pair_key(version_key(MODEL, CHAMPION), snapshot)
     if registry.champion(MODEL) is None:
         # The first version is judged on absolute gates and becomes the champion.
         _run(defs, instance, f"{MODEL}_evaluation_job", partition)
@@ -455,13 +455,12 @@ def _floor(snapshot: str, state: Path, batch_rows: int | None) -> dict[str, Any]
 def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
     """The project's evaluation job for the candidate, then the champion alias put back and the
     evaluation's MLflow run and audit record removed (after the clock)."""
-    from eval_assets.partitions import evaluation_key, version_key
-    from eval_assets.resources.storage import output_path
+    from eval_assets.partitions import pair_key, version_key
 
     import_seconds = time.perf_counter() - STARTED
     _, defs, instance = _code_location()
     startup = time.perf_counter() - STARTED
-    partition = evaluation_key(version_key(MODEL, CANDIDATE), snapshot)
+    partition = pair_key(version_key(MODEL, CANDIDATE), snapshot)
     rss_before = _peak_mb()
     start = time.perf_counter()
     result = _run(defs, instance, f"{MODEL}_evaluation_job", partition)
@@ -480,9 +479,8 @@ def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
     logs = " ".join(
         r.user_message for r in instance.all_logs(result.run_id) if r.user_message is not None
     )
-    verdict = defs.resources["evaluation_store"].read_json(
-        output_path([MODEL, "gate_verdict"], str(partition), ".json")
-    )
+    store = defs.resources["evaluation_store"]
+    verdict = store.read_json(store.gate_verdict(MODEL, partition))
     paired = [
         r
         for gate in verdict["verdict"]["gates"]
@@ -534,9 +532,9 @@ def dagster_alone(snapshot: str, state: Path) -> dict[str, Any]:
 
     from eval_assets.core.criteria import load_criteria
     from eval_assets.partitions import (
-        evaluation_key,
         evaluation_partitions,
         model_version_partitions,
+        pair_key,
         snapshot_partitions,
         version_key,
     )
@@ -635,7 +633,7 @@ def dagster_alone(snapshot: str, state: Path) -> dict[str, Any]:
     )
     for name, (_, partition) in upstream.items():
         _run(defs, instance, name, partition)
-    partition = evaluation_key(version_key(MODEL, CANDIDATE), snapshot)
+    partition = pair_key(version_key(MODEL, CANDIDATE), snapshot)
     start = time.perf_counter()
     result = _run(defs, instance, "dagster_alone", partition)
     seconds = time.perf_counter() - start

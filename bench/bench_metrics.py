@@ -54,11 +54,11 @@ from fairlearn.metrics import (
 from sklearn import metrics as skm
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from eval_assets import prediction_files
 from eval_assets.core.bootstrap import BootstrapConfig, paired_bootstrap
 from eval_assets.core.criteria import parse_criteria
 from eval_assets.core.metrics.binary import COUNT_COLUMNS, fairness_metrics, slice_metrics
 from eval_assets.core.metrics.streamed import streamed_metrics
+from eval_assets.core.pipeline import prediction_files
 from eval_assets.core.slicing import Slice
 from eval_assets.core.vocabulary import FAIRNESS_METRICS, METRIC_NAMES
 

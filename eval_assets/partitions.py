@@ -47,14 +47,26 @@ def parse_version_key(key: str) -> tuple[str, str]:
     return match["name"], match["version"]
 
 
-def evaluation_key(version: str, snapshot: str) -> MultiPartitionKey:
-    """The pair's multi-partition key."""
+def pair_key(version: str, snapshot: str) -> MultiPartitionKey:
+    """The (model version, snapshot) pair's partition key; as text, Dagster writes it ``v|s``.
+
+    Not to be confused with `eval_assets.core.digests.evaluation_key`, the idempotency digest.
+    """
     return MultiPartitionKey({MODEL_DIM: version, SNAPSHOT_DIM: snapshot})
 
 
-def pair_partition(version: str, snapshot: str) -> str:
-    """The (model version, snapshot) partition key as text, as Dagster writes it: ``v|s``."""
-    return str(evaluation_key(version, snapshot))
+def split_pair_key(key: str) -> tuple[str, str]:
+    """(model version, snapshot) from a pair's partition key or its text ``v|s``."""
+    version, snapshot = key_parts(key)
+    return version, snapshot
+
+
+def key_parts(key: str) -> list[str]:
+    """A partition key's dimension keys in Dagster's order (one for a one-dimension key): the
+    only place that knows how a multi-partition key is written as text."""
+    # Dagster joins the dimension keys, in the order of the sorted dimension names, with "|",
+    # which `check_key` keeps out of every one-dimension key.
+    return str(key).split("|")
 
 
 def check_key(key: str) -> str:

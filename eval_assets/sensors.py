@@ -20,17 +20,16 @@ from dagster import (
     sensor,
 )
 
-from eval_assets.assets import DIGEST_TAG
+from eval_assets.assets.model_version import DIGEST_TAG
 from eval_assets.core.criteria import Criteria
 from eval_assets.core.digests import evaluation_key
 from eval_assets.partitions import (
     MODEL_DIM,
     model_version_partitions,
+    pair_key,
     snapshot_partitions,
+    split_pair_key,
     version_key,
-)
-from eval_assets.partitions import (
-    evaluation_key as pair_key,
 )
 from eval_assets.resources.registry import ModelRegistry, VersionInfo
 from eval_assets.resources.snapshots import SnapshotInfo, SnapshotStore
@@ -97,7 +96,7 @@ def build_registry_sensor(
 
         snapshot = _latest_ingested_snapshot(context, criteria, snapshot_store)
         evaluated = {
-            key.split("|")[0]
+            split_pair_key(key)[0]
             for key in context.instance.get_materialized_partitions(
                 AssetKey([model, "gate_verdict"])
             )

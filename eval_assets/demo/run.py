@@ -20,8 +20,7 @@ from dagster import DagsterInstance, Definitions, build_resources, build_sensor_
 
 from eval_assets.definitions import REPO_ROOT, Settings, build_definitions
 from eval_assets.demo.synthetic import GOLDEN_ROWS, GOLDEN_SEED, generate_transactions
-from eval_assets.partitions import version_key
-from eval_assets.resources.storage import output_path
+from eval_assets.partitions import pair_key, version_key
 
 MODEL = "fraud_detector"
 TRUSTED_TYPES = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
@@ -89,8 +88,8 @@ def demo(
     say("3. verdicts")
     evaluations = resources.evaluation_store
     for info in registry.list_versions(MODEL)[:4]:
-        path = output_path(
-            [MODEL, "gate_verdict"], f"{version_key(MODEL, info.version)}|{SNAPSHOT_ID}", ".json"
+        path = evaluations.gate_verdict(
+            MODEL, pair_key(version_key(MODEL, info.version), SNAPSHOT_ID)
         )
         print_verdict(info.version, evaluations.read_json(path))
     champion = registry.champion(MODEL)

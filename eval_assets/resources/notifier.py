@@ -3,7 +3,7 @@
 import json
 import logging
 import urllib.request
-from typing import Any, ClassVar
+from typing import Any
 
 from dagster import ConfigurableResource, get_dagster_logger
 
@@ -46,13 +46,3 @@ class Notifier(ConfigurableResource):
             shown = redact_url(self.webhook_url, keep_path=False)
             log.error(f"[eval-assets] {event} alert not delivered to webhook {shown}: {reason}")
             return False
-
-
-class RecordingNotifier(Notifier):
-    """A notifier for tests that keeps what it was asked to send."""
-
-    sent: ClassVar[list[dict[str, Any]]] = []
-
-    def notify(self, event: str, payload: dict[str, Any]) -> bool:
-        RecordingNotifier.sent.append({"event": event, **payload})
-        return super().notify(event, payload)

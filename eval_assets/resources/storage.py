@@ -1,8 +1,9 @@
 """Where evaluation outputs live, in open formats: Parquet tables and JSON documents.
 
-`EvaluationStore` is a folder, locally or under an S3 prefix; `OpenFormatIOManager` stores asset
-outputs in it by asset key and partition, and assets that need another partition (the champion's
-predictions) read it through the same paths.
+`EvaluationStore` is a folder, locally or under an S3 prefix, and the one place a path in it is
+spelled: `OpenFormatIOManager` stores asset outputs by asset key and partition, and assets that
+need a file directly (the predictions they stream, the champion's partition, the audit record)
+ask the store for it by name (`predictions(model, pair)`), which gives the IO manager's path.
 
 `EvaluationStore.lock` is a mutex between processes, kept where the outputs are: promotion holds
 one per model around the champion's compare-and-set, which MLflow cannot do atomically.
@@ -13,7 +14,7 @@ import tempfile
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -22,7 +23,6 @@ from typing import Any
 
 import filelock
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
     ConfigurableIOManager,
@@ -36,11 +36,9 @@ from dagster_aws.s3 import S3Resource
 
 from eval_assets.core import atomic
 from eval_assets.core.evaluation import to_json
+from eval_assets.core.pipeline.prediction_files import ARROW_STRINGS
+from eval_assets.partitions import key_parts
 
-ARROW_STRINGS = {
-    pa.string(): pd.StringDtype("pyarrow"),
-    pa.large_string(): pd.StringDtype("pyarrow"),
-}
 LOCK_POLL_S = 0.2
 # S3's answers to a conditional request whose condition is false (412, or 404 for If-Match on an
 # object gone), and to one that raced another conditional write to the same key (409).
@@ -76,6 +74,41 @@ class EvaluationStore(ConfigurableResource):
         """Hold the lock named `relative` for the block, against every process using this store;
         wait at most `wait_s` for it, then raise `LockTimeout`. `holder` names the one holding
         it, for the error the others see. A holder that dies gives the lock up."""
+
+    # Where each kind of output lives, relative to the store. Outputs the IO manager also
+    # handles keep its layout (asset key, then one folder per partition dimension), so a file
+    # written here is the asset's value downstream.
+
+    def snapshot_copy(self, model: str, snapshot: str) -> str:
+        """The published bytes of a snapshot, as `data_snapshot` stored them."""
+        return _output_path([model, "data_snapshot"], snapshot, ".parquet")
+
+    def model_version(self, model: str, version: str) -> str:
+        """A version's registry facts (`version`: its partition key, ``model.v7``)."""
+        return _output_path([model, "model_version"], version, ".json")
+
+    def predictions(self, model: str, pair: str) -> str:
+        """The predictions file of a (version, snapshot) pair (`pair`: its partition key)."""
+        return _output_path([model, "predictions"], pair, ".parquet")
+
+    def slice_metrics(self, model: str, pair: str) -> str:
+        return _output_path([model, "slice_metrics"], pair, ".json")
+
+    def gate_verdict(self, model: str, pair: str) -> str:
+        return _output_path([model, "gate_verdict"], pair, ".json")
+
+    def report_folder(self, model: str, pair: str) -> str:
+        """The folder of a pair's HTML report and plots."""
+        return _output_path([model, "evaluation_report"], pair, "")
+
+    def audit(self, model: str, evaluation_key: str) -> str:
+        """The write-once audit record of one evaluation key (not of a partition: a re-run of
+        the same key finds it)."""
+        return f"{model}/audit/{evaluation_key}.json"
+
+    def champion_lock(self, model: str) -> str:
+        """The lock held around a compare-and-set of the model's champion alias."""
+        return f"{model}/champion.lock"
 
     def exists(self, relative: str) -> bool:
         with self.local_file(relative) as path:
@@ -308,11 +341,12 @@ def _error_code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
-def output_path(asset_path: list[str], partition_key: str | None, suffix: str) -> str:
-    """``<asset key path>/<partition dims as folders><suffix>``."""
+def _output_path(asset_path: Sequence[str], partition_key: str | None, suffix: str) -> str:
+    """``<asset key path>/<partition dims as folders><suffix>``: the IO manager's layout, which
+    the store's named paths follow."""
     parts = list(asset_path)
     if partition_key:
-        parts += partition_key.split("|")
+        parts += key_parts(partition_key)
     return "/".join(parts) + suffix
 
 
@@ -327,18 +361,18 @@ class OpenFormatIOManager(ConfigurableIOManager):
         partition = context.partition_key if context.has_partition_key else None
         path = context.asset_key.path
         if isinstance(obj, pd.DataFrame):
-            where = self.store.write_frame(output_path(path, partition, ".parquet"), obj)
+            where = self.store.write_frame(_output_path(path, partition, ".parquet"), obj)
         else:
-            where = self.store.write_json(output_path(path, partition, ".json"), obj)
+            where = self.store.write_json(_output_path(path, partition, ".json"), obj)
         context.add_output_metadata({"stored_at": where})
 
     def load_input(self, context: InputContext) -> Any:
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = context.asset_key.path
-        frame = self.store.read_frame(output_path(path, partition, ".parquet"))
+        frame = self.store.read_frame(_output_path(path, partition, ".parquet"))
         if frame is not None:
             return frame
-        value = self.store.read_json(output_path(path, partition, ".json"))
+        value = self.store.read_json(_output_path(path, partition, ".json"))
         if value is None:
             raise FileNotFoundError(
                 f"no stored output for {'/'.join(path)} partition {partition}: materialize it first"

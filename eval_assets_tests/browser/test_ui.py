@@ -37,8 +37,7 @@ from dagster import DagsterInstance
 
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.demo.run import drive
-from eval_assets.partitions import version_key
-from eval_assets.resources.storage import output_path
+from eval_assets.partitions import pair_key, version_key
 from eval_assets_tests.support.factories import (
     DATASET,
     MODEL,
@@ -147,10 +146,9 @@ def _evaluate_three_versions(
                 versions.append(str(logged.registered_model_version))
                 drive(defs, instance, f"{MODEL}_registry_sensor")
         assert versions == ["1", "2", "3"]
-        blocked = f"{version_key(MODEL, '3')}|{SNAPSHOT}"
-        record = defs.resources["evaluation_store"].read_json(
-            output_path([MODEL, "gate_verdict"], blocked, ".json")
-        )
+        blocked = str(pair_key(version_key(MODEL, "3"), SNAPSHOT))
+        store = defs.resources["evaluation_store"]
+        record = store.read_json(store.gate_verdict(MODEL, blocked))
         assert record is not None, f"setup: no stored verdict for {blocked}"
         return blocked, record
     finally:

@@ -25,6 +25,8 @@ CORE = Path(eval_assets.core.__file__).parent
 FORBIDDEN = ("dagster", "mlflow")
 # The only core module that draws; everything else, the metrics above all, must not need it.
 PLOTS = "eval_assets.core.render.plots"
+# Core modules that import the plots to draw a report's pictures (loaded after them).
+DRAWING = (PLOTS, "eval_assets.core.pipeline.compare")
 
 
 def core_sources() -> dict[str, Path]:
@@ -62,10 +64,10 @@ def test_the_core_has_the_modules_the_design_names():
 
 @pytest.fixture(scope="module")
 def loaded_after_imports() -> dict[str, set[str]]:
-    """Top-level packages loaded in a fresh interpreter after importing every core module but the
-    plots ("without_plots"), then after importing the plots too ("all")."""
+    """Top-level packages loaded in a fresh interpreter after importing every core module but
+    those that draw ("without_plots"), then after importing those too ("all")."""
     modules = core_modules()
-    first = [m for m in modules if m != PLOTS]
+    first = [m for m in modules if m not in DRAWING]
     script = (
         "import importlib, json, sys\n"
         "def loaded():\n"
@@ -73,7 +75,8 @@ def loaded_after_imports() -> dict[str, set[str]]:
         f"for name in {first!r}:\n"
         "    importlib.import_module(name)\n"
         "without_plots = loaded()\n"
-        f"importlib.import_module({PLOTS!r})\n"
+        f"for name in {list(DRAWING)!r}:\n"
+        "    importlib.import_module(name)\n"
         "print(json.dumps({'without_plots': without_plots, 'all': loaded()}))\n"
     )
     completed = subprocess.run(
@@ -95,12 +98,16 @@ def test_importing_every_core_module_leaves_dagster_and_mlflow_unloaded(loaded_a
 
 
 def test_computing_metrics_leaves_matplotlib_unloaded(loaded_after_imports):
-    """The metrics (binary, curves, streamed), gating and the HTML page never need matplotlib."""
+    """The metrics (binary, curves, streamed), gating, the HTML page and the pipeline up to the
+    paired comparison never need matplotlib."""
     assert {
         "eval_assets.core.metrics.binary",
         "eval_assets.core.metrics.curves",
         "eval_assets.core.metrics.streamed",
         "eval_assets.core.render.html",
+        "eval_assets.core.pipeline.metrics",
+        "eval_assets.core.pipeline.prediction_files",
+        "eval_assets.core.pipeline.scoring",
     } <= set(core_modules())
     assert "matplotlib" in loaded_after_imports["all"]  # the plots do load it: the probe works
     assert "matplotlib" not in loaded_after_imports["without_plots"]

@@ -10,11 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance
 
+from eval_assets.core.pipeline.prediction_files import row_ids_digest
 from eval_assets.definitions import Settings, build_definitions
-from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
-from eval_assets.prediction_files import row_ids_digest
-from eval_assets.resources.notifier import RecordingNotifier
-from eval_assets.resources.registry import FakeModelRegistry
+from eval_assets.partitions import model_version_partitions, pair_key, snapshot_partitions
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
 from eval_assets_tests.support.factories import (
@@ -25,6 +23,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.fakes import FakeModelRegistry, RecordingNotifier
 
 SNAPSHOT = "snap-001"
 
@@ -69,7 +68,7 @@ class World:
         )
 
     def evaluate(self, version: int):
-        return self.run(f"{MODEL}_evaluation_job", evaluation_key(f"{MODEL}.v{version}", SNAPSHOT))
+        return self.run(f"{MODEL}_evaluation_job", pair_key(f"{MODEL}.v{version}", SNAPSHOT))
 
     def materialized(self, asset: str, version: int) -> bool:
         done = self.instance.get_materialized_partitions(AssetKey([MODEL, asset]))
@@ -256,7 +255,7 @@ def test_every_slice_value_gives_a_distinct_metric_name_that_mlflow_accepts():
     import pandas as pd
     from mlflow.utils.validation import _validate_metric_name
 
-    from eval_assets.assets import _flat_metrics
+    from eval_assets.assets.metadata import flat_metrics
     from eval_assets.core.vocabulary import METRIC_NAMES, ModelMetrics
 
     values = ["US", "a|b", "a_b", "x/../y", "x//y", "trail/", "..", "$x^{$", "w" * 400, "w" * 401]
@@ -265,7 +264,7 @@ def test_every_slice_value_gives_a_distinct_metric_name_that_mlflow_accepts():
     disparities = pd.DataFrame(columns=["attribute", "metric", "value"])
     result = SimpleNamespace(candidate=ModelMetrics(table, pd.DataFrame(), disparities))
 
-    metrics = _flat_metrics(result)
+    metrics = flat_metrics(result)
 
     assert len(metrics) == len(names) * len(METRIC_NAMES)  # none overwritten
     for key in metrics:

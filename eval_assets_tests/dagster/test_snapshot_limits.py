@@ -10,10 +10,10 @@ from dagster import DagsterInstance
 
 from eval_assets.definitions import Settings, build_definitions
 from eval_assets.partitions import snapshot_partitions
-from eval_assets.resources.registry import FakeModelRegistry
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
 from eval_assets_tests.support.factories import DATASET, MODEL, golden_frame, write_criteria
+from eval_assets_tests.support.fakes import FakeModelRegistry
 
 
 def test_a_snapshot_over_max_rows_is_refused_before_reading(tmp_path):

@@ -20,9 +20,8 @@ import boto3
 import pytest
 from dagster_aws.s3 import S3Resource
 
-from eval_assets.assets import promote
+from eval_assets.assets.promotion import promote
 from eval_assets.core.criteria import load_criteria
-from eval_assets.resources.registry import FakeModelRegistry
 from eval_assets.resources.storage import (
     EvaluationStore,
     LocalEvaluationStore,
@@ -30,6 +29,7 @@ from eval_assets.resources.storage import (
     S3EvaluationStore,
 )
 from eval_assets_tests.support.factories import MODEL, write_criteria
+from eval_assets_tests.support.fakes import FakeModelRegistry
 from eval_assets_tests.support.services import MotoS3Server
 
 LOCK = f"{MODEL}/champion.lock"

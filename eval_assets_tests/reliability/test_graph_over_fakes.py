@@ -26,11 +26,9 @@ import skops.io
 import yaml
 from dagster import AssetKey, DagsterInstance
 
-from eval_assets.assets import DIGEST_TAG
+from eval_assets.assets.model_version import DIGEST_TAG
 from eval_assets.definitions import Settings, build_definitions
-from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
-from eval_assets.resources.notifier import RecordingNotifier
-from eval_assets.resources.registry import FakeModelRegistry
+from eval_assets.partitions import model_version_partitions, pair_key, snapshot_partitions
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
 from eval_assets_tests.support.factories import (
@@ -42,6 +40,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.fakes import FakeModelRegistry, RecordingNotifier
 from eval_assets_tests.support.malformed import MALFORMED_TYPE, MalformedOutput
 from eval_assets_tests.support.runs import failure_text, stub_plots
 
@@ -112,7 +111,7 @@ class Graph:
         return info.version, self.run("model_version_job", key)
 
     def evaluate(self, version: str, snapshot: str = GOLDEN):
-        return self.run("evaluation_job", evaluation_key(f"{MODEL}.v{version}", snapshot))
+        return self.run("evaluation_job", pair_key(f"{MODEL}.v{version}", snapshot))
 
     def materialized(self, asset: str, partition: str) -> bool:
         return partition in self.instance.get_materialized_partitions(AssetKey([MODEL, asset]))

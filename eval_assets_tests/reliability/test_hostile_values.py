@@ -19,9 +19,7 @@ from dagster import AssetKey, DagsterInstance
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from eval_assets.definitions import Settings, build_definitions
-from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
-from eval_assets.resources.notifier import RecordingNotifier
-from eval_assets.resources.registry import FakeModelRegistry
+from eval_assets.partitions import model_version_partitions, pair_key, snapshot_partitions
 from eval_assets.resources.snapshots import LocalSnapshotStore
 from eval_assets.resources.storage import LocalEvaluationStore, OpenFormatIOManager
 from eval_assets_tests.support.factories import (
@@ -35,6 +33,7 @@ from eval_assets_tests.support.factories import (
     train,
     write_criteria,
 )
+from eval_assets_tests.support.fakes import FakeModelRegistry, RecordingNotifier
 
 ROWS = 6000
 SNAPSHOT = "hostile"
@@ -118,7 +117,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory):
         )
         assert run("model_version_job", f"{MODEL}.v{info.version}").success
     assert registry.move_champion(MODEL, "1", None)[0]
-    result = run("evaluation_job", evaluation_key(f"{MODEL}.v2", SNAPSHOT))
+    result = run("evaluation_job", pair_key(f"{MODEL}.v2", SNAPSHOT))
     scores = model.predict_proba(frame[NUMERIC + CATEGORICAL])[:, 1]
     return result, instance, store, registry, frame, scores
 

@@ -117,7 +117,7 @@ class Stack:
 
     def key_of(self, version: str) -> str:
         """The evaluation key of `version` on the snapshot (as the sensors compute it)."""
-        from eval_assets.assets import DIGEST_TAG
+        from eval_assets.assets.model_version import DIGEST_TAG
         from eval_assets.core.criteria import load_criteria
 
         digest = self.client.get_model_version(MODEL, version).tags[DIGEST_TAG]

@@ -38,7 +38,7 @@ from dagster import (
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from eval_assets.definitions import Settings, build_definitions
-from eval_assets.partitions import evaluation_key, model_version_partitions, snapshot_partitions
+from eval_assets.partitions import model_version_partitions, pair_key, snapshot_partitions
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import MlflowModelRegistry, RegistryUnavailable
 from eval_assets_tests.support.factories import (
@@ -252,7 +252,7 @@ def test_a_failing_webhook_is_recorded_but_its_token_is_found_nowhere(
         url = f"http://{HOST}:{port}/hooks/{token}?token={token}"
         stack.set_webhook(monkeypatch, url)
         version = stack.register("bad")  # learns shuffled labels: blocked by the change gates
-        pair = evaluation_key(f"{MODEL}.v{version}", SNAPSHOT)
+        pair = pair_key(f"{MODEL}.v{version}", SNAPSHOT)
         run_id, _ = stack.run("evaluation_job", pair)
 
         if server is not None:

@@ -24,8 +24,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 
 from eval_assets.definitions import Settings, build_definitions
-from eval_assets.resources.registry import FakeModelRegistry, MlflowModelRegistry
+from eval_assets.resources.registry import MlflowModelRegistry
 from eval_assets_tests.support.factories import DATASET, MODEL, golden_frame, write_criteria
+from eval_assets_tests.support.fakes import FakeModelRegistry
 from eval_assets_tests.support.services import MotoS3Server
 
 pytestmark = pytest.mark.integration

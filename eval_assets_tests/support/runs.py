@@ -27,11 +27,13 @@ def stub_plots(patch: Any) -> None:
     """
     import matplotlib.image
 
-    import eval_assets.assets
+    import eval_assets.core.pipeline.compare
 
     buffer = io.BytesIO()
     matplotlib.image.imsave(buffer, [[0.0]], format="png")
     png = buffer.getvalue()
     names = ("roc_pr_overall.png", "confusion_matrices.png")
-    patch.setattr(eval_assets.assets, "point_images", lambda *a, **k: dict.fromkeys(names, png))
-    patch.setattr(eval_assets.assets, "gate_changes_png", lambda *a, **k: png)
+    patch.setattr(
+        eval_assets.core.pipeline.compare, "point_images", lambda *a, **k: dict.fromkeys(names, png)
+    )
+    patch.setattr(eval_assets.core.pipeline.compare, "gate_changes_png", lambda *a, **k: png)

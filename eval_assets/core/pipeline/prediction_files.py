@@ -10,12 +10,10 @@ champion's scores to the candidate's rows by id, out of core.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO
 
 import duckdb
 import numpy as np
@@ -23,20 +21,43 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from dagster import Failure
 
 from eval_assets.core.criteria import Criteria, PredicateSlice
 from eval_assets.core.metrics.streamed import Cutter, ScoreBatch
 from eval_assets.core.models import PREDICT_BATCH_ROWS
+from eval_assets.core.pipeline.threads import read_ahead
+from eval_assets.core.predicates import parse_predicate, predicate_columns
 from eval_assets.core.slicing import SlicePlan, plan_slices
-from eval_assets.resources.storage import ARROW_STRINGS
 
 LABEL, SCORE, ROW_ID = "label", "score", "row_id"
 # The footer key of a digest of the file's ids in order (see `RowIdsDigest`).
 ROW_IDS_KEY = b"eval_assets.row_ids"
 # The footer key of the SHA-256 of the snapshot bytes the file's scores were computed from.
 SNAPSHOT_SHA_KEY = b"eval_assets.snapshot_sha256"
-T = TypeVar("T")
+# Arrow text read back as Arrow-backed pandas strings: no Python object per value.
+ARROW_STRINGS = {
+    pa.string(): pd.StringDtype("pyarrow"),
+    pa.large_string(): pd.StringDtype("pyarrow"),
+}
+
+
+class PipelineError(ValueError):
+    """Inputs the pipeline cannot evaluate as given (files that do not match); the message says
+    which and why, and the caller reports it as is."""
+
+
+def slice_key_columns(criteria: Criteria) -> list[str]:
+    """Columns the slices and fairness attributes read, kept beside each score."""
+    columns: list[str] = []
+    for spec in criteria.slices:
+        used = (
+            predicate_columns(parse_predicate(spec.where))
+            if isinstance(spec, PredicateSlice)
+            else {spec.by}
+        )
+        columns += sorted(used)
+    columns += criteria.fairness
+    return list(dict.fromkeys(c for c in columns if c not in (ROW_ID, LABEL, SCORE)))
 
 
 def rows_in(path: Path) -> int:
@@ -50,7 +71,7 @@ def batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
     return streamed_parquet(path).iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=columns)
 
 
-def streamed_parquet(path: Path) -> pq.ParquetFile:
+def streamed_parquet(path: Path | BinaryIO) -> pq.ParquetFile:
     """A Parquet file to read batch by batch without keeping what was read."""
     return pq.ParquetFile(path, pre_buffer=False)
 
@@ -155,40 +176,6 @@ def _paired_batches(
         yield batch, scores[0]
 
 
-_END = object()
-
-
-def read_ahead(items: Iterator[T]) -> Iterator[T]:
-    """`items`, each produced on a worker thread while the caller holds the one before (one
-    item ahead: memory holds at most three). An error in `items` reaches the caller as itself;
-    a caller that stops early waits for the item in progress, and no thread is left."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as worker:
-        pending = worker.submit(next, items, _END)
-        while (item := pending.result()) is not _END:
-            pending = worker.submit(next, items, _END)
-            yield item
-
-
-@contextmanager
-def written_behind(write: Callable[[T], object]) -> Iterator[Callable[[T], None]]:
-    """A function that hands each item to `write` on a worker thread and returns at once, so the
-    caller makes the next item meanwhile. Items are written in order, one at a time (a call waits
-    for the write before it, so memory holds two items at most); a write's error reaches the
-    caller as itself, at the next call or on leaving, which waits for the last write."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind") as worker:
-        pending: Future[object] | None = None
-
-        def hand_over(item: T) -> None:
-            nonlocal pending
-            if pending is not None:
-                pending.result()
-            pending = worker.submit(write, item)
-
-        yield hand_over
-        if pending is not None:
-            pending.result()
-
-
 class RowIdsDigest:
     """A digest of a file's ids in order, fed batch by batch as the file is written and kept in
     its footer: two files with the same digest hold the same ids in the same order, found without
@@ -231,8 +218,8 @@ def same_rows_in_order(candidate: Path, champion: Path) -> bool:
 
 
 def champion_scores(candidate: Path, champion: Path, in_order: bool) -> Iterator[np.ndarray]:
-    """The champion's scores in the candidate's row order (in arrays of any length); a Failure
-    when the two files do not cover the same rows."""
+    """The champion's scores in the candidate's row order (in arrays of any length); a
+    `PipelineError` when the two files do not cover the same rows."""
     if in_order:
         for batch in batches(champion, [SCORE]):
             yield batch.column(0).to_numpy()
@@ -249,7 +236,7 @@ def champion_scores(candidate: Path, champion: Path, in_order: bool) -> Iterator
         ).fetchall()[0]
         expected = rows_in(candidate)
         if not matched == scored == expected == rows_in(champion):
-            raise Failure(
+            raise PipelineError(
                 "the champion's predictions do not cover the same rows as the candidate's "
                 f"({expected} candidate rows, {rows_in(champion)} champion rows, "
                 f"{scored} matched by {ROW_ID})"

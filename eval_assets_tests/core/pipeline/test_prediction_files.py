@@ -1,5 +1,6 @@
-"""Predictions are stored and held compactly (Arrow ids, dictionary / categorical slice keys)
-without changing a number, and stored metrics are reused only when they are still valid.
+"""Predictions files are read compactly (Arrow ids, dictionary / categorical slice keys) and in
+batches without changing a number, the champion's side is aligned with the candidate's rows, and
+stored metrics are reused only when they are still valid.
 
 The compact forms are a memory measure only: slices, fairness groups and the champion's
 alignment must come out exactly as they would from plain text columns.
@@ -7,7 +8,6 @@ alignment must come out exactly as they would from plain text columns.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,86 +15,29 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import Failure
 
-from eval_assets import prediction_files
-from eval_assets.assets import (
-    _dictionary,
-    _predictions_schema,
-    evaluate_and_draw,
-    metrics_record,
-    stored_summary,
-)
 from eval_assets.core.criteria import load_criteria
 from eval_assets.core.evaluation import evaluate, to_json
 from eval_assets.core.models import PREDICT_BATCH_ROWS
-from eval_assets.core.render.plots import confusion_matrices_png, roc_pr_curves_png
-from eval_assets.core.slicing import build_slices, fairness_groups, plan_slices
-from eval_assets.prediction_files import (
+from eval_assets.core.pipeline import prediction_files
+from eval_assets.core.pipeline.compare import evaluate_and_draw
+from eval_assets.core.pipeline.metrics import metrics_record, stored_summary
+from eval_assets.core.pipeline.prediction_files import (
+    PipelineError,
     RowIdsDigest,
     batches,
     champion_scores,
     row_ids_digest,
     same_rows_in_order,
 )
-from eval_assets.resources.storage import LocalEvaluationStore
+from eval_assets.core.render.plots import confusion_matrices_png, roc_pr_curves_png
+from eval_assets.core.slicing import build_slices, fairness_groups, plan_slices
 from eval_assets_tests.support.factories import write_criteria
 
 
 @pytest.fixture(scope="module")
 def criteria(tmp_path_factory: pytest.TempPathFactory):
     return load_criteria(write_criteria(tmp_path_factory.mktemp("criteria")))
-
-
-def test_predictions_written_batch_by_batch_read_back_with_sorted_categories(tmp_path):
-    # Each batch dictionary-encodes its own text keys, so the parts' dictionaries differ in
-    # content and order; the reader must still give one sorted set of categories.
-    snapshot = pa.schema([("id", pa.string()), ("country", pa.string()), ("hour", pa.int64())])
-    stored = _predictions_schema(snapshot, "id", ["country", "hour"])
-    batches = [
-        (["t1", "t2", "t3"], ["US", "FR", None], [1, None, 3]),
-        (["t4", "t5"], ["BR", "US"], [4, 5]),
-    ]
-    store = LocalEvaluationStore(root=str(tmp_path))
-    with (
-        store.writing("m/predictions/p.parquet") as handle,
-        pq.ParquetWriter(handle, stored) as writer,
-    ):
-        for ids, countries, hours in batches:
-            columns = [
-                pa.array(ids),
-                pa.array([0] * len(ids), pa.int8()),
-                pa.array([0.5] * len(ids)),
-                _dictionary(pa.array(countries)),
-                _dictionary(pa.array(hours)),
-            ]
-            writer.write_table(pa.Table.from_arrays(columns, schema=stored))
-    frame = store.read_frame("m/predictions/p.parquet")
-    assert frame["row_id"].dtype == pd.StringDtype("pyarrow")
-    assert frame["row_id"].tolist() == ["t1", "t2", "t3", "t4", "t5"]
-    country = frame["country"]
-    assert isinstance(country.dtype, pd.CategoricalDtype)
-    assert list(country.cat.categories) == ["BR", "FR", "US"]
-    assert country.astype(object).where(country.notna(), None).tolist() == [
-        "US",
-        "FR",
-        None,
-        "BR",
-        "US",
-    ]
-    assert frame["hour"].dtype == np.float64  # as pandas reads a nullable integer column
-    assert frame["label"].dtype == np.int8 and frame["score"].dtype == np.float64
-    assert list(Path(tmp_path).rglob("*.tmp")) == []
-
-
-def test_a_failed_write_stores_nothing(tmp_path):
-    store = LocalEvaluationStore(root=str(tmp_path))
-    with pytest.raises(RuntimeError, match="scoring failed"):
-        with store.writing("m/predictions/p.parquet") as path:
-            path.write_bytes(b"PAR1 half a file")
-            raise RuntimeError("scoring failed")
-    assert store.read("m/predictions/p.parquet") is None
-    assert [p for p in Path(tmp_path).rglob("*") if p.is_file()] == []
 
 
 def test_fairness_groups_of_categories_equal_those_of_plain_text(criteria):
@@ -122,12 +65,12 @@ def test_champion_scores_align_by_position_or_by_id_and_must_cover_every_row(tmp
 
     assert aligned(same) == ([0.7, 0.8, 0.9], True)
     assert aligned(same.iloc[[2, 0, 1]]) == ([0.7, 0.8, 0.9], False)
-    with pytest.raises(Failure, match="do not cover the same rows"):
+    with pytest.raises(PipelineError, match="do not cover the same rows"):
         aligned(same.iloc[:2])
-    with pytest.raises(Failure, match="do not cover the same rows"):
+    with pytest.raises(PipelineError, match="do not cover the same rows"):
         aligned(same.assign(row_id=pd.array(["t1", "t2", "t9"], dtype="string[pyarrow]")))
     duplicated = pd.DataFrame({"row_id": ["t1", "t2", "t3", "t3"], "score": [0.7, 0.8, 0.9, 0.1]})
-    with pytest.raises(Failure, match="do not cover the same rows"):
+    with pytest.raises(PipelineError, match="do not cover the same rows"):
         aligned(duplicated)
 
 
@@ -305,82 +248,6 @@ def test_criteria_without_resamples_give_a_verdict_without_intervals(criteria, t
     assert [(g.name, g.passed) for g in result.verdict.gates] == [
         (g.name, g.passed) for g in plain.verdict.gates
     ]
-
-
-def test_batches_are_read_ahead_on_another_thread_in_order_and_errors_come_through():
-    """The metric steps read the next batch while they count the current one: the items come in
-    order from a worker thread, an error in the source reaches the caller as itself, and a
-    caller that stops early leaves no worker running and the source closed."""
-    threads: list[str] = []
-    closed: list[bool] = []
-
-    def source(n: int, fail_at: int | None = None):
-        try:
-            for k in range(n):
-                threads.append(threading.current_thread().name)
-                if k == fail_at:
-                    raise ValueError(f"bad batch {k}")
-                yield k
-        finally:
-            closed.append(True)
-
-    assert list(prediction_files.read_ahead(source(5))) == [0, 1, 2, 3, 4]
-    assert threads and all(name.startswith("read-ahead") for name in threads)
-    assert threading.current_thread().name not in threads
-
-    got = []
-    with pytest.raises(ValueError, match="bad batch 2"):
-        for item in prediction_files.read_ahead(source(5, fail_at=2)):
-            got.append(item)
-    assert got == [0, 1]
-
-    closed.clear()
-    reader = prediction_files.read_ahead(source(1_000))
-    assert next(reader) == 0
-    reader.close()
-    assert closed == [True]
-    assert not any(t.name.startswith("read-ahead") for t in threading.enumerate())
-
-
-def test_writes_happen_behind_on_another_thread_in_order_and_errors_come_through():
-    """The predictions step writes each batch while it predicts the next: a hand-over returns
-    before its write is done, writes run on a worker thread in order, leaving waits for the last
-    one, and a write's error reaches the caller as itself (at the next hand-over, or on leaving
-    when the last write fails), with no thread left behind."""
-    written: list[int] = []
-    threads: list[str] = []
-    release = threading.Event()
-
-    def write(item: int) -> None:
-        if item == 0:
-            assert release.wait(timeout=30), "the caller never went on"
-        threads.append(threading.current_thread().name)
-        if item < 0:
-            raise ValueError(f"disk full at {item}")
-        written.append(item)
-
-    with prediction_files.written_behind(write) as hand_over:
-        hand_over(0)
-        release.set()  # reached while the first write still waits: the hand-over returned
-        for item in (1, 2, 3):
-            hand_over(item)
-    assert written == [0, 1, 2, 3]
-    assert threads and all(name.startswith("write-behind") for name in threads)
-
-    written.clear()
-    with pytest.raises(ValueError, match="disk full at -1"):
-        with prediction_files.written_behind(write) as hand_over:
-            for item in (1, -1, 2, 3):
-                hand_over(item)
-    assert written == [1]
-
-    written.clear()
-    with pytest.raises(ValueError, match="disk full at -5"):
-        with prediction_files.written_behind(write) as hand_over:
-            hand_over(4)
-            hand_over(-5)
-    assert written == [4]
-    assert not any(t.name.startswith("write-behind") for t in threading.enumerate())
 
 
 def test_the_slice_plan_of_a_file_equals_the_plan_of_its_frames(tmp_path, monkeypatch):
