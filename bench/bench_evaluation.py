@@ -302,6 +302,15 @@ def _code_location() -> tuple[Any, Any, Any]:
     return settings, build_definitions(settings), DagsterInstance.get()
 
 
+def _resource(defs: Any, name: str) -> Any:
+    """A resource initialized as a run initializes it: the tracking URI reaches the registry as
+    an `EnvVar`, read from the environment only then."""
+    from dagster import build_resources
+
+    with build_resources({name: defs.resources[name]}) as ready:
+        return getattr(ready, name)
+
+
 def _import_sql_stores() -> None:
     """MLflow's SQL store modules, imported lazily by the first registry call on a `sqlite:`
     tracking URI: about 2.3 s of imports (SQLAlchemy models, alembic) that both the floor's
@@ -390,7 +399,7 @@ def champion_side(snapshot: str, state: Path) -> dict[str, Any]:
     from eval_assets.partitions import pair_key, version_key
 
     _, defs, instance = _code_location()
-    registry = defs.resources["model_registry"]
+    registry = _resource(defs, "model_registry")
     partition = pair_key(version_key(MODEL, CHAMPION), snapshot)
     if registry.champion(MODEL) is None:
         # The first version is judged on absolute gates and becomes the champion.
@@ -479,7 +488,7 @@ def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
     logs = " ".join(
         r.user_message for r in instance.all_logs(result.run_id) if r.user_message is not None
     )
-    store = defs.resources["evaluation_store"]
+    store = _resource(defs, "evaluation_store")
     verdict = store.read_json(store.gate_verdict(MODEL, partition))
     paired = [
         r
@@ -487,7 +496,7 @@ def evaluate(snapshot: str, state: Path) -> dict[str, Any]:
         for r in gate["results"]
         if r["ci_low"] is not None and r["champion"] is not None
     ]
-    registry = defs.resources["model_registry"]
+    registry = _resource(defs, "model_registry")
     promoted = registry.champion(MODEL).version == CANDIDATE
     if promoted:
         registry.move_champion(MODEL, CHAMPION, CANDIDATE)  # the next run starts the same way
