@@ -17,9 +17,6 @@ from typing import TYPE_CHECKING, Any
 # The evaluation core (pandas, scikit-learn, matplotlib) is imported when a command runs, so that
 # `--help` and usage errors answer at once.
 if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-
     from eval_assets.core.criteria import Criteria
     from eval_assets.core.evaluation import Evaluation
     from eval_assets.core.models import LoadedModel
@@ -69,50 +66,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    """The streamed pipeline the Dagster assets run: the data read, hashed and validated in
+    batches (a CSV converted once to Parquet in a scratch folder), each model scored into a
+    predictions file, then slice metrics, the paired bootstrap, the gates and the plots read those
+    files in batches; memory holds a few batches whatever the number of rows."""
+    import tempfile
+
     from eval_assets.core import atomic
-    from eval_assets.core.contract import read_hashed_table, validate_dataset, validate_scores
     from eval_assets.core.digests import evaluation_key
-    from eval_assets.core.evaluation import evaluate
+    from eval_assets.core.pipeline.compare import evaluate_and_draw
+    from eval_assets.core.pipeline.dataset import streamed_dataset
+    from eval_assets.core.pipeline.scoring import score_into
     from eval_assets.core.provenance import run_id
-    from eval_assets.core.slicing import build_slices
 
     progress = _Progress(total=6, quiet=args.quiet)
     criteria = _criteria(args)
     policy = _loading_policy(args, criteria)
-    progress(f"reading {args.data_path}")
-    # The digest recorded is that of the bytes the frame was read from.
-    frame, data_digest = read_hashed_table(args.data_path)
-    dataset = validate_dataset(
-        frame,
-        criteria.dataset,
-        str(args.data_path),
-        required_columns=criteria.referenced_columns(),
-    )
-    contract = criteria.dataset
+    # Outside --out: nothing of a failed run may appear there.
+    with (
+        tempfile.TemporaryDirectory(prefix="eval-assets-") as scratch,
+        streamed_dataset(
+            args.data_path,
+            criteria.dataset,
+            Path(scratch),
+            required_columns=criteria.referenced_columns(),
+        ) as data,
+    ):
+        progress(f"read and validated {data.rows:,} rows of {args.data_path}")
+        # Both models load before either is scored, so a refused champion stops the run at once.
+        candidate = _load(args.model_path, policy, criteria_given=bool(args.criteria))
+        champion = (
+            _load(args.champion_path, policy, criteria_given=bool(args.criteria))
+            if args.champion_path
+            else None
+        )
 
-    def score(model: LoadedModel, role: str) -> np.ndarray:
-        progress(f"scoring {len(frame):,} rows with the {role} ({model.format}: {model.path})")
-        scores = model.predict_scores(frame, dataset.features, contract.positive_class)
-        validate_scores(scores, frame, contract.id_column, model.source)
-        return scores
+        def score(model: LoadedModel, role: str) -> Path:
+            progress(f"scoring {data.rows:,} rows with the {role} ({model.format}: {model.path})")
+            if not isinstance(data.parquet, Path):
+                data.parquet.seek(0)
+            predictions = Path(scratch) / f"{role}.parquet"
+            score_into(criteria, data.parquet, model, model.source, data.sha256, predictions)
+            return predictions
 
-    # Both models load before either is scored, so a refused champion stops the run at once.
-    candidate = _load(args.model_path, policy, criteria_given=bool(args.criteria))
-    champion = (
-        _load(args.champion_path, policy, criteria_given=bool(args.criteria))
-        if args.champion_path
-        else None
-    )
-    candidate_scores = score(candidate, "candidate")
-    champion_scores = score(champion, "champion") if champion is not None else None
-    if champion is None:
-        progress("no champion given")
+        candidate_file = score(candidate, "candidate")
+        champion_file = score(champion, "champion") if champion is not None else None
+        if champion is None:
+            progress("no champion given")
 
-    progress(f"computing metrics ({criteria.bootstrap.resamples} bootstrap resamples)")
-    slices = build_slices(frame, criteria)
-    fairness = {a: frame[a].astype(str).to_numpy() for a in criteria.fairness}
-    result = evaluate(criteria, dataset.labels, slices, fairness, candidate_scores, champion_scores)
-    key = evaluation_key(candidate.digest, data_digest, criteria.digest())
+        progress(f"computing metrics ({criteria.bootstrap.resamples} bootstrap resamples)")
+        result, images = evaluate_and_draw(criteria, candidate_file, None, champion_file, None)
+    if not criteria.gates:
+        images.pop("gate_changes.png", None)
+    key = evaluation_key(candidate.digest, data.sha256, criteria.digest())
     identity = run_id(key)
     if champion is not None:
         # The run folder holds one comparison: a run against another champion must not replace it.
@@ -129,21 +135,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             policy,
             candidate,
             champion,
-            frame,
+            data.rows,
             key,
             identity,
-            data_digest,
+            data.sha256,
         )
-        _write_report(
-            staged,
-            result,
-            criteria,
-            dataset.labels,
-            candidate_scores,
-            champion_scores,
-            identity,
-            gated,
-        )
+        _write_report(staged, result, criteria, images, identity, gated)
         atomic.publish_dir(staged, args.out / identity)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)  # nothing half-written stays in --out
@@ -169,7 +166,7 @@ def _write_outputs(
     policy: dict[str, Any],
     candidate: LoadedModel,
     champion: LoadedModel | None,
-    frame: pd.DataFrame,
+    rows: int,
     key: str,
     identity: str,
     data_digest: str,
@@ -203,7 +200,7 @@ def _write_outputs(
                 else None
             ),
         },
-        "data": {"path": str(args.data_path), "digest": data_digest, "rows": len(frame)},
+        "data": {"path": str(args.data_path), "digest": data_digest, "rows": rows},
         "criteria": {
             "model": criteria.model,
             "hash": criteria.digest(),
@@ -228,33 +225,16 @@ def _write_report(
     staged: Path,
     result: Evaluation,
     criteria: Criteria,
-    labels: np.ndarray,
-    candidate_scores: np.ndarray,
-    champion_scores: np.ndarray | None,
+    images: dict[str, bytes],
     identity: str,
     gated: bool,
 ) -> None:
     """The same plots and HTML report as the Dagster evaluation_report asset."""
     from eval_assets.core.render.html import html_report
-    from eval_assets.core.render.plots import (
-        confusion_matrices_png,
-        gate_changes_png,
-        roc_pr_curves_png,
-    )
 
-    threshold = criteria.dataset.threshold
-    present = set(result.candidate.slices.index)
-    key_slices = [s for s in criteria.key_slices if s in present and s != "overall"]
-    images = {
-        "roc_pr_overall.png": roc_pr_curves_png(
-            labels, candidate_scores, champion_scores, threshold=threshold
-        ),
-        "confusion_matrices.png": confusion_matrices_png(
-            result.candidate, result.champion, key_slices, threshold
-        ),
-    }
-    if criteria.gates:
-        images["gate_changes.png"] = gate_changes_png(result.verdict, criteria)
+    # The report shows the curves first, as it always has.
+    order = ["roc_pr_overall.png", "confusion_matrices.png", "gate_changes.png"]
+    images = {name: images[name] for name in order if name in images}
     for name, data in images.items():
         (staged / name).write_bytes(data)
     html = html_report(

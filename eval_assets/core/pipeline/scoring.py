@@ -3,6 +3,7 @@ the number of rows, and the file's footer records what it was scored from."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -24,6 +25,9 @@ from eval_assets.core.pipeline.prediction_files import (
     streamed_parquet,
 )
 from eval_assets.core.pipeline.threads import read_ahead, written_behind
+
+# The contract's id column when the data has none: rows are named by their number.
+ROW_NUMBER = "__row__"
 
 
 def score_into(
@@ -54,7 +58,15 @@ def score_into(
     # The model sees its features as pandas gives them (the same as a whole-file read); the
     # id stays Arrow-backed (no Python string per row), and unused columns are not read.
     model_columns = list(dict.fromkeys([*features, contract.label_column]))
-    read = list(dict.fromkeys([*model_columns, contract.id_column, *keep]))
+    # Without an id column (`__row__`, a bare CLI run), a row's id is its number in the file.
+    numbered = contract.id_column == ROW_NUMBER and ROW_NUMBER not in schema.names
+    if numbered:
+        schema = schema.append(pa.field(ROW_NUMBER, pa.int64()))
+    read = [
+        c
+        for c in dict.fromkeys([*model_columns, contract.id_column, *keep])
+        if not (numbered and c == ROW_NUMBER)
+    ]
     stored = _predictions_schema(schema, contract.id_column, keep)
     # Ids are unique and floats (scores, amounts) nearly so: a dictionary for them would be
     # built page by page only to be dropped, which took 40% of the writing time at 1M rows.
@@ -79,7 +91,9 @@ def score_into(
         with written_behind(write) as write_behind:
             for batch, frame in read_ahead(
                 (batch, batch.select(model_columns).to_pandas())
-                for batch in data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read)
+                for batch in _numbered(
+                    data.iter_batches(batch_size=PREDICT_BATCH_ROWS, columns=read), numbered
+                )
             ):
                 if contract.id_column not in frame.columns:  # it names rows in score errors
                     ids = batch.column(contract.id_column)
@@ -95,6 +109,17 @@ def score_into(
             ids_digest.footer() | {SNAPSHOT_SHA_KEY: snapshot_sha256.encode()}
         )
     return summary
+
+
+def _numbered(batches: Iterator[pa.RecordBatch], numbered: bool) -> Iterator[pa.RecordBatch]:
+    """The batches, each with its rows' numbers in the file as the `__row__` column if asked."""
+    first = 0
+    for batch in batches:
+        if numbered:
+            numbers = pa.array(np.arange(first, first + batch.num_rows, dtype=np.int64))
+            batch = batch.append_column(ROW_NUMBER, numbers)
+            first += batch.num_rows
+        yield batch
 
 
 def _is_text(type_: pa.DataType) -> bool:
