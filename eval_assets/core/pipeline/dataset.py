@@ -42,6 +42,8 @@ PARQUET_SUFFIXES, CSV_SUFFIXES = (".parquet", ".pq"), (".csv", ".txt")
 # demo's transactions), validated and appended to the staged Parquet file as it is read.
 CSV_BLOCK_BYTES = 8 << 20
 _READ_BYTES = 1 << 22
+# Parquet rows per batch validated.
+PARQUET_BATCH_ROWS = 100_000
 # DuckDB's memory while it looks for duplicate ids; beyond it, it spills to the scratch folder.
 DUPLICATES_MEMORY = "256MB"
 # Arrow types that hold a contract type as it is (no value needs checking).
@@ -101,12 +103,10 @@ def streamed_dataset(
             sha256 = handle_digest(handle)
             try:
                 data = streamed_parquet(handle)
-                validator = BatchValidator(
-                    contract, source, data.schema_arrow.names, scratch, required_columns
-                )
-                for batch in data.iter_batches(
-                    batch_size=100_000, columns=validator.columns(data.schema_arrow.names)
-                ):
+                names = data.schema_arrow.names
+                validator = BatchValidator(contract, source, names, scratch, required_columns)
+                columns = validator.columns(names)
+                for batch in data.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
                     validator.add(batch)
             except (pa.ArrowException, OSError) as exc:
                 raise DatasetError(source, [f"cannot be read as {suffix[1:]}: {exc}"]) from None
