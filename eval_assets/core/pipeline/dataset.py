@@ -45,7 +45,7 @@ _READ_BYTES = 1 << 22
 # Parquet rows per batch validated.
 PARQUET_BATCH_ROWS = 100_000
 # DuckDB's memory while it looks for duplicate ids; beyond it, it spills to the scratch folder.
-DUPLICATES_MEMORY = "256MB"
+DUPLICATES_MEMORY = "64MB"
 # Arrow types that hold a contract type as it is (no value needs checking).
 _FITS = {
     "integer": pa.types.is_integer,
