@@ -50,9 +50,10 @@ eval: setup  ## make eval MODEL=model.skops DATA=val.csv [CRITERIA=..] [LABEL=..
 schema: setup
 	$(RUN) eval-assets schema --out criteria.schema.json
 
-bench: setup  ## both benchmarks, each side by side in one run (25 to 55 minutes on 2 cores)
+bench: setup  ## the benchmarks, each side by side in one run (30 to 65 minutes on 2 cores)
 	$(RUN) python bench/bench_metrics.py
 	$(RUN) python bench/bench_evaluation.py
+	$(RUN) python bench/bench_cli.py
 
 lint: setup
 	$(RUN) ruff check eval_assets eval_assets_tests bench
