@@ -56,6 +56,9 @@ EXPECTED_DTYPES = {
     "is_fraud": "int64",
 }
 
+# Trains the demo's four models (about 20 s): `make test` runs it, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def golden() -> pd.DataFrame:

@@ -44,7 +44,7 @@ def s3_store(s3_service: MotoS3Server, monkeypatch: pytest.MonkeyPatch) -> S3Eva
     return S3EvaluationStore(bucket=bucket, s3=S3Resource())
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> EvaluationStore:
     if request.param == "local":
         return LocalEvaluationStore(root=str(tmp_path / "outputs"))
@@ -120,6 +120,7 @@ def test_a_local_lock_whose_holder_is_killed_is_free_at_once(tmp_path: Path):
             child.kill()
 
 
+@pytest.mark.integration
 def test_an_s3_lock_past_its_lease_is_taken_over_once_and_the_late_release_spares_the_new_holder(
     s3_store: S3EvaluationStore, monkeypatch: pytest.MonkeyPatch
 ):
