@@ -12,7 +12,7 @@ import hashlib
 import pytest
 
 from eval_assets.core import EVALUATOR_VERSION
-from eval_assets.core.digests import NO_CHAMPION, artifact_digest, evaluation_key, file_digest
+from eval_assets.core.digests import artifact_digest, evaluation_key, file_digest
 
 FILES = {"MLmodel": b"flavors: {}\n", "model.skops": b"\x00" * 3000, "sub/requirements.txt": b"x"}
 
@@ -119,7 +119,7 @@ def test_the_evaluation_key_changes_with_the_champion_compared_against():
     none = evaluation_key(*inputs)
 
     assert evaluation_key(*inputs, champion_digest=None) == none
-    assert evaluation_key(*inputs, champion_digest=NO_CHAMPION) == none
+    assert evaluation_key(*inputs, champion_digest="") == none  # no champion, however spelled
     first, second = (evaluation_key(*inputs, champion_digest=d * 64) for d in "ab")
     assert len({none, first, second}) == 3
     assert first == evaluation_key(*inputs, champion_digest="a" * 64)

@@ -17,19 +17,18 @@ from dagster import AssetKey, DagsterRunStatus, RunsFilter, build_sensor_context
 from dagster._core.storage.dagster_run import DagsterRun
 
 from eval_assets.resources.registry import FakeModelRegistry, RegistryUnavailable
-from eval_assets.sensors import (
-    KEY_TAG,
-    MAX_ATTEMPTS,
-    MAX_RUNTIME_TAG,
-    MODEL_TAG,
-    OUTCOME_TAG,
-    VERDICT_TAG,
-)
 from eval_assets_tests.reliability.test_graph_over_fakes import GOLDEN, ROWS, Graph
 from eval_assets_tests.support.factories import MODEL, REPO, golden_frame, train
 from eval_assets_tests.support.factories import save_mlflow_model as save
 from eval_assets_tests.support.runs import stub_plots
 
+# The run tags people filter on, spelled out: they are the interface, not an implementation detail.
+MODEL_TAG = "eval_assets/model"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+KEY_TAG = "eval_assets/evaluation_key"
+OUTCOME_TAG = "eval_assets/outcome"
+VERDICT_TAG = "eval_assets/verdict"
+MAX_ATTEMPTS = 3  # as docs/reliability.md says
 REGISTRY_SENSOR = f"{MODEL}_registry_sensor"
 OUTCOME_SENSOR = f"{MODEL}_outcome_sensor"
 EVALUATION_JOB = f"{MODEL}_evaluation_job"
@@ -192,11 +191,11 @@ def test_an_evaluation_that_failed_on_an_outage_is_retried_once_the_registry_ans
             d.tick()  # the tick fails naming MLflow: nothing is requested while it is down
     [run] = d.runs(**{"dagster/partition": f"{MODEL}.v2|{GOLDEN}"})
     assert run.status == DagsterRunStatus.FAILURE
-    assert run.tags[VERDICT_TAG] == "passed"  # it failed after its verdict, recording it
 
     retry = d.evaluations(d.tick())["2"]
-    assert retry.tags[KEY_TAG] == request.tags[KEY_TAG] and retry.tags["eval_assets/attempt"] == "2"
     assert d.launch(retry).success  # launch() fails if the run key was used
+    assert retry.tags[KEY_TAG] == request.tags[KEY_TAG] and retry.tags["eval_assets/attempt"] == "2"
+    assert run.tags[VERDICT_TAG] == "passed"  # the first attempt failed after its verdict
     assert g.champion() == "2"
     assert [r["run_id"] for r in g.registry.state.runs.values()].count("fake-run-2") == 1
     assert len(g.registry.state.runs) == 2
@@ -221,8 +220,8 @@ def test_retries_are_bounded(world, tmp_path, monkeypatch):
     _registry_down(monkeypatch, probe=False)  # the probe answers, logging always fails
     for attempt in range(1, MAX_ATTEMPTS + 1):
         request = d.evaluations(d.tick())["2"]
+        assert not d.launch(request).success  # launch() fails if the run key was used
         assert request.tags["eval_assets/attempt"] == str(attempt)
-        assert not d.launch(request).success
     last = d.tick()
     assert not last.run_requests
     assert f"error after {MAX_ATTEMPTS} attempts, not retried" in str(last.skip_reason)
@@ -270,14 +269,14 @@ def test_every_run_of_a_models_jobs_carries_the_per_model_concurrency_tag(tmp_pa
     tag, so the limit never applied (two runs of one key started together). Every job of the
     model now tags its runs with it, and with the max runtime that run monitoring enforces."""
     g = Graph(tmp_path)
+    jobs = [j for j in g.defs.resolve_all_job_defs() if j.name.startswith(f"{MODEL}_")]
+    assert len(jobs) == 3
+    for job in jobs:
+        assert job.tags.get(MODEL_TAG) == MODEL, job.name
+        assert int(job.tags[MAX_RUNTIME_TAG]) > 0
     config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     [limit] = config["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert limit == {"key": MODEL_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
     assert config["run_monitoring"]["enabled"] is True
-    jobs = [j for j in g.defs.resolve_all_job_defs() if j.name.startswith(f"{MODEL}_")]
-    assert len(jobs) == 3
-    for job in jobs:
-        assert job.tags[MODEL_TAG] == MODEL
-        assert int(job.tags[MAX_RUNTIME_TAG]) > 0
     # The runs themselves: test_finished_runs_are_tagged_with_their_outcome finds every run of
     # the three jobs by this tag; e2e/test_sensors_e2e.py shows the coordinator queueing them.
