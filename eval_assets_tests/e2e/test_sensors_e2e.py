@@ -250,8 +250,11 @@ class Stack:
     def register_again(self, version: str) -> str:
         """Register `version`'s artifact as a new version (a rollback by re-registration)."""
         earlier = self.client.get_model_version(MODEL, version)
+        # MLflow 3 needs the logged model's id; through the server the version does not carry
+        # it, but its source names it (models:/m-...).
+        model_id = earlier.model_id or earlier.source.removeprefix("models:/")
         again = self.client.create_model_version(
-            MODEL, earlier.source, run_id=earlier.run_id, model_id=earlier.model_id
+            MODEL, earlier.source, run_id=earlier.run_id, model_id=model_id
         )
         return str(again.version)
 
