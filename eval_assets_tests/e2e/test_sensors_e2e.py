@@ -885,7 +885,13 @@ def test_7_a_hung_model_is_stopped_and_recorded_while_the_models_runs_queue(
         f"started (limit {MAX_RUNTIME_S} s), recorded timed_out",
         capsys,
     )
-    [started] = s.runs(INGEST_VERSION_JOB, **{"dagster/partition": ingest})
+    [started] = s.wait(
+        f"the queued ingestion of {ingest} to start",
+        lambda: [
+            r for r in s.runs(INGEST_VERSION_JOB, **{"dagster/partition": ingest}) if r["startTime"]
+        ],
+        TICK_TIMEOUT_S,
+    )
     assert started["startTime"] >= stopped["endTime"] - 1, (started, stopped)
 
     # Both re-registered versions get their own verdict against today's champion.
