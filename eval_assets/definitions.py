@@ -12,6 +12,8 @@ Environment variables (all optional: a fresh checkout runs on embedded defaults)
 - ``EVAL_ASSETS_ALERT_WEBHOOK_URL``: alerts are also posted there (read through ``EnvVar``).
 - ``EVAL_ASSETS_EXECUTOR``: ``in_process`` (default) or ``multiprocess``.
 - ``EVAL_ASSETS_SENSOR_INTERVAL``: seconds between sensor ticks (default 10).
+- ``EVAL_ASSETS_MAX_RUNTIME``: seconds a run of a model's jobs may run before Dagster's run
+  monitoring stops it (default 3600; the tag ``dagster/max_runtime``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ from eval_assets.resources.storage import (
     S3EvaluationStore,
 )
 from eval_assets.sensors import (
+    MAX_RUNTIME_TAG,
+    MODEL_TAG,
     SENSOR_INTERVAL_SECONDS,
+    build_outcome_sensor,
     build_registry_sensor,
     build_snapshot_sensor,
 )
@@ -64,6 +69,7 @@ class Settings:
     output_bucket: str | None
     executor: str
     sensor_interval: int
+    max_runtime_s: int = 3600
 
     @property
     def artifact_root(self) -> str | None:
@@ -89,6 +95,7 @@ class Settings:
             output_bucket=env.get("EVAL_ASSETS_OUTPUT_BUCKET") or None,
             executor=env.get("EVAL_ASSETS_EXECUTOR", "in_process"),
             sensor_interval=int(env.get("EVAL_ASSETS_SENSOR_INTERVAL", SENSOR_INTERVAL_SECONDS)),
+            max_runtime_s=int(env.get("EVAL_ASSETS_MAX_RUNTIME", 3600)),
         )
 
 
@@ -118,16 +125,23 @@ def build_definitions(
         model, dataset = criteria.model, criteria.dataset.name
         model_assets = build_evaluation_assets(criteria, files[model])
         assets += model_assets
+        # Every run of the model's jobs carries these. `eval_assets/model` is the key of the
+        # per-model limit in dagster.yaml: without it on the run the queued run coordinator
+        # never applies the limit. `dagster/max_runtime` lets run monitoring stop a run that
+        # hangs (a model that sleeps in predict); the sensors record it as `timed_out`.
+        run_tags = {MODEL_TAG: model, MAX_RUNTIME_TAG: str(settings.max_runtime_s)}
         ingest_version = define_asset_job(
             f"{model}_model_version_job",
             selection=_select(model, "model_version"),
             executor_def=executor,
+            tags=run_tags,
             description=f"Download and pin one version of {model}.",
         )
         ingest_snapshot = define_asset_job(
             f"{model}_snapshot_job",
             selection=_select(model, "data_snapshot"),
             executor_def=executor,
+            tags=run_tags,
             description=f"Validate one {dataset} snapshot for {model}.",
         )
         evaluate_job = define_asset_job(
@@ -141,6 +155,7 @@ def build_definitions(
                 "promotion",
             ),
             executor_def=executor,
+            tags=run_tags,
             description=f"Evaluate one version of {model} on one snapshot and gate its promotion.",
         )
         jobs += [ingest_version, ingest_snapshot, evaluate_job]
@@ -149,6 +164,7 @@ def build_definitions(
             build_snapshot_sensor(
                 criteria, ingest_snapshot, evaluate_job, settings.sensor_interval
             ),
+            build_outcome_sensor(criteria, evaluate_job, settings.sensor_interval),
         ]
     return Definitions(
         assets=assets,

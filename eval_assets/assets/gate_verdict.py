@@ -32,6 +32,7 @@ from eval_assets.assets.metadata import (
     report_metadata,
     verdict_metadata,
 )
+from eval_assets.assets.model_version import DIGEST_TAG
 from eval_assets.assets.predictions import champion_predictions
 from eval_assets.assets.recorded import current_snapshot, recorded_metadata
 from eval_assets.assets.report import write_report
@@ -167,8 +168,34 @@ def build_gate_verdict(
             )
             # MLflow infers the logged dataset's schema from its first rows.
             sample = next(frames(candidate_file, [ROW_ID, LABEL, *slice_key_columns(criteria)]))
-        key_ = evaluation_key(model_version["digest"], snapshot.sha256, criteria.digest())
-        record = verdict_record(criteria, result, model_version, snapshot, champion, key_)
+        # A verdict is a comparison: the champion's bytes are part of its key. A champion first
+        # seen here was pinned by champion_predictions; an unpinned one fails closed.
+        champion_digest = None
+        if champion is not None:
+            champion_digest = champion.tags.get(DIGEST_TAG) or (
+                model_registry.get_version(model, champion.version).tags.get(DIGEST_TAG)
+            )
+            if not champion_digest:
+                raise Failure(f"champion v{champion.version} has no pinned artifact digest")
+        key_ = evaluation_key(
+            model_version["digest"],
+            snapshot.sha256,
+            criteria.digest(),
+            champion_digest=champion_digest,
+        )
+        # On the run, so that the runs list can be filtered by decision and a run shows the key
+        # it really evaluated (the sensor's, unless the champion moved since its request).
+        context.instance.add_run_tags(
+            context.run.run_id,
+            {
+                "eval_assets/evaluation_key": key_,
+                "eval_assets/champion": f"v{champion.version}" if champion else "none",
+                "eval_assets/verdict": "passed" if result.verdict.passed else "blocked",
+            },
+        )
+        record = verdict_record(
+            criteria, result, model_version, snapshot, champion, key_, champion_digest
+        )
         summary = report_summary(record)
         html = html_report(
             title=f"{model_version['partition']} on {snapshot_id}",
@@ -255,6 +282,7 @@ def verdict_record(
     snapshot: SnapshotInfo,
     champion: Any,
     key: str,
+    champion_digest: str | None = None,
 ) -> dict[str, Any]:
     """The `gate_verdict` value: decision, identity and provenance."""
     commit = git_commit(Path(__file__).parent) or "unknown"
@@ -276,6 +304,7 @@ def verdict_record(
             if champion_version
             else None
         ),
+        "champion_digest": champion_digest,
         "passed": result.verdict.passed,
         "verdict": result.verdict.to_dict(),
         "params": {
@@ -285,6 +314,7 @@ def verdict_record(
             "criteria_hash": criteria.digest(),
             "evaluator_version": EVALUATOR_VERSION,
             "champion_version": str(champion_version),
+            "champion_digest": str(champion_digest),
             "git_commit": commit,
         },
         "tags": {

@@ -52,12 +52,30 @@ def artifact_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# Stands for "no champion" in an evaluation key: a first version judged on absolute gates only.
+NO_CHAMPION = "no-champion"
+
+
 def evaluation_key(
     model_digest: str,
     snapshot_digest: str,
     criteria_hash: str,
     evaluator_version: str = EVALUATOR_VERSION,
+    *,
+    champion_digest: str | None = None,
 ) -> str:
-    """Identity of one evaluation: same model bytes, data, criteria and evaluator, same key."""
-    fields = ("eval-assets/1", model_digest, snapshot_digest, criteria_hash, evaluator_version)
+    """Identity of one evaluation: same model bytes, data, criteria, evaluator and champion
+    compared against (its artifact digest, or `NO_CHAMPION`), same key.
+
+    The champion is part of it because a verdict is a comparison: the same candidate against
+    another champion is another evaluation, with its own record.
+    """
+    fields = (
+        "eval-assets/2",
+        model_digest,
+        snapshot_digest,
+        criteria_hash,
+        evaluator_version,
+        champion_digest or NO_CHAMPION,
+    )
     return hashlib.sha256("\n".join(fields).encode()).hexdigest()

@@ -94,8 +94,9 @@ def test_the_evaluation_key_is_stable_and_changes_with_each_input():
     key = evaluation_key(*inputs)
 
     assert key == evaluation_key(*inputs)
-    # Pinned: the key must be the same on any machine and must not drift between releases.
-    assert key == "5d1a221f2b31c286e22647475e390b826202501626ee1084dfa556636eb523ce"
+    # Pinned: the key must be the same on any machine and must not drift between releases
+    # (format 2 added the champion compared against; format 1 keys were 5d1a221f...).
+    assert key == "7ba68d2cecb33d13677a2fc5e9bc7bc0039967faafd78c27aacb31bfc7455d3a"
     changed = {
         evaluation_key(*inputs[:i], "x" * len(value), *inputs[i + 1 :])
         for i, value in enumerate(inputs)
@@ -106,3 +107,19 @@ def test_the_evaluation_key_is_stable_and_changes_with_each_input():
 def test_the_evaluation_key_defaults_to_this_evaluators_version():
     assert evaluation_key("m", "s", "c") == evaluation_key("m", "s", "c", EVALUATOR_VERSION)
     assert evaluation_key("m", "s", "c") != evaluation_key("m", "s", "c", EVALUATOR_VERSION + "x")
+
+
+def test_the_evaluation_key_changes_with_the_champion_compared_against():
+    """A verdict is a comparison: against another champion it is another evaluation (issue 22).
+
+    Without the champion in the key, a candidate compared with v1 and later with v2 had one key,
+    so the second comparison was never launched and never recorded.
+    """
+    inputs = ("m" * 64, "s" * 64, "c" * 64)
+    none = evaluation_key(*inputs)
+
+    assert evaluation_key(*inputs, champion_digest=None) == none
+    assert evaluation_key(*inputs, champion_digest="") == none  # no champion, however spelled
+    first, second = (evaluation_key(*inputs, champion_digest=d * 64) for d in "ab")
+    assert len({none, first, second}) == 3
+    assert first == evaluation_key(*inputs, champion_digest="a" * 64)

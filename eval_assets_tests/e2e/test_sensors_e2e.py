@@ -15,7 +15,12 @@ Then, as a user would, in order (each test builds on the previous one; run with 
 2. restart the daemon: the sensors tick again and launch nothing, one MLflow run per key;
 3. stop MLflow: the registry sensor's tick fails naming MLflow; MLflow returns, v4 is evaluated;
 4. publish a new snapshot on S3 (and a half one without manifest): the champion is evaluated on it;
-5. launch an evaluation through the GraphQL API (against ``dagster dev``) and the CLI.
+5. launch an evaluation through the GraphQL API (against ``dagster dev``) and the CLI;
+6. stop MLflow in the middle of an evaluation (a model that sleeps in predict), bring it back:
+   the sensor retries the failed run by itself, one MLflow run for the key, one move of the alias;
+7. a model that hangs is stopped by run monitoring past ``dagster/max_runtime`` and recorded as
+   ``timed_out``; meanwhile the model's other runs wait in the queue (per-model limit), and v1's
+   artifact registered again, twice, gets a verdict for each new version.
 
 The snippets of ``docs/run-it-for-real.md`` run verbatim here; its shell commands are the ones the
 harness runs. Registration-to-verdict times are printed.
@@ -42,10 +47,20 @@ from typing import Any, TypeVar
 import boto3
 import mlflow
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from eval_assets.resources.registry import EVAL_KEY_TAG
-from eval_assets_tests.support.factories import DATASET, MODEL, REPO, golden_frame, write_criteria
+from eval_assets.sensors import ATTEMPT_TAG, KEY_TAG, OUTCOME_TAG
+from eval_assets_tests.reliability.sleepy import TYPE_NAME, SleepyClassifier
+from eval_assets_tests.support.factories import (
+    DATASET,
+    MODEL,
+    REPO,
+    golden_frame,
+    train,
+    write_criteria,
+)
 from eval_assets_tests.support.services import (
     TIMEOUT_SCALE,
     DagsterDaemon,
@@ -72,6 +87,12 @@ POLL_S = 2.0
 # harness's start-up budgets (EVAL_ASSETS_SERVICE_TIMEOUT_SCALE) on a slow runner.
 VERDICT_TIMEOUT_S = 420.0 * TIMEOUT_SCALE
 TICK_TIMEOUT_S = 90.0 * TIMEOUT_SCALE
+# Runs of the model's jobs are stopped past this (dagster/max_runtime): long enough for an
+# evaluation on a loaded machine (they take 10 to 30 s), short enough to wait for a hung one.
+MAX_RUNTIME_S = 120
+SLOW_PREDICT_S = 20  # the slow model: MLflow is stopped while it predicts
+HUNG_PREDICT_S = 3600  # the hung model: stopped by run monitoring
+OUTCOME_SENSOR = f"{MODEL}_outcome_sensor"
 EVAL_JOB = f"{MODEL}_evaluation_job"
 INGEST_VERSION_JOB = f"{MODEL}_model_version_job"
 REGISTRY_SENSOR = f"{MODEL}_registry_sensor"
@@ -214,6 +235,33 @@ class Stack:
         version = str(run_snippet("register", source)["logged"].registered_model_version)
         return version, time.time()
 
+    def register_sleepy(self, seconds: float) -> str:
+        """Register the good model wrapped to sleep `seconds` in predict (skops, trusted here)."""
+        mlflow.set_experiment("fraud_detector-training")
+        with mlflow.start_run():
+            logged = mlflow.sklearn.log_model(
+                SleepyClassifier(train("good"), seconds),
+                name="model",
+                registered_model_name=MODEL,
+                skops_trusted_types=[TYPE_NAME],
+            )
+        return str(logged.registered_model_version)
+
+    def register_again(self, version: str) -> str:
+        """Register `version`'s artifact as a new version (a rollback by re-registration)."""
+        earlier = self.client.get_model_version(MODEL, version)
+        # MLflow 3 needs the logged model's id; through the server the version does not carry
+        # it, but its source names it (models:/m-...).
+        model_id = earlier.model_id or earlier.source.removeprefix("models:/")
+        again = self.client.create_model_version(
+            MODEL, earlier.source, run_id=earlier.run_id, model_id=model_id
+        )
+        return str(again.version)
+
+    def evaluations_of(self, partition: str) -> list[dict[str, Any]]:
+        """The evaluation runs of a pair partition, newest first."""
+        return self.runs(EVAL_JOB, **{"dagster/partition": partition})
+
     def evaluation_runs(self) -> list[Any]:
         experiment = self.client.get_experiment_by_name(f"eval-assets/{MODEL}")
         if experiment is None:
@@ -315,7 +363,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    criteria = write_criteria(tmp / "criteria").parent
+    # The sleepy test model is a trusted type here, as a team would list its own estimator.
+    loading = yaml.safe_load((REPO / "criteria" / f"{MODEL}.yaml").read_text())["loading"]
+    loading["trusted_skops_types"] = [*loading["trusted_skops_types"], TYPE_NAME]
+    criteria = write_criteria(tmp / "criteria", loading=loading).parent
     with contextlib.ExitStack() as stack, pytest.MonkeyPatch.context() as patch:
         moto = stack.enter_context(MotoS3Server(tmp / "moto"))
         mlflow_server = MlflowServer(tmp / "mlflow")
@@ -330,6 +381,11 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EVAL_ASSETS_SNAPSHOT_PREFIX": "snapshots",
             "EVAL_ASSETS_OUTPUT_BUCKET": f"e2e-outputs-{uid}",
             "EVAL_ASSETS_SENSOR_INTERVAL": str(SENSOR_INTERVAL_S),
+            "EVAL_ASSETS_MAX_RUNTIME": str(MAX_RUNTIME_S),
+            # As docs/reliability.md advises for production: a run that loses MLflow fails in
+            # seconds (and is retried by the sensor) instead of retrying for minutes.
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         }
         # The doc's snippets run in this process with the same variables a user exports.
         for key, value in env.items():
@@ -404,7 +460,10 @@ def _verdict(
     assert run["status"] == ("SUCCESS" if passes else "FAILURE"), s.diagnostics()
     assert run["tags"]["eval_assets/trigger"] == "registry_sensor"
     assert run["tags"]["dagster/sensor_name"] == REGISTRY_SENSOR
-    assert run["tags"]["dagster/run_key"] == run["tags"]["eval_assets/evaluation_key"]
+    # The run key names the partition (a version with an earlier version's bytes gets its own
+    # run) and the evaluation key at request time; the key tag is the one really evaluated.
+    assert run["tags"]["dagster/run_key"].startswith(f"{partition}:")
+    assert len(run["tags"][KEY_TAG]) == 64
     mlflow_run = s.mlflow_run_of(version, FIRST_SNAPSHOT)
     assert mlflow_run is not None, f"no MLflow evaluation run for v{version}"
     assert mlflow_run.data.tags["eval_assets.verdict"] == ("passed" if passes else "failed")
@@ -681,11 +740,193 @@ def test_5_trigger_by_graphql_api_and_cli(
     assert [r["status"] for r in cli_runs] == ["SUCCESS"], cli_runs
     assert len(s.materialized("gate_verdict", partition)) == 2  # the sensor's and the CLI's
 
-    # Re-evaluating the same keys created no MLflow run; the alias did not move; the sensors of
-    # `dagster dev` ticked and launched nothing.
-    assert _one_mlflow_run_per_key(s) == keys_before
+    # Re-evaluating the same key created no MLflow run: the CLI's repeats the snapshot sensor's
+    # (the champion v2 against itself on golden-002). The GraphQL launch is a new comparison: on
+    # golden-001 v2 was compared with v1, and is now compared with the champion, itself; the
+    # champion is in the key, so one new key, with its one run. The alias did not move; the
+    # sensors of `dagster dev` ticked and launched nothing.
+    keys_after = _one_mlflow_run_per_key(s)
+    assert set(keys_before) < set(keys_after) and len(keys_after) == len(keys_before) + 1
     assert s.champion() == "2"
     ticks = s.ticks(REGISTRY_SENSOR, after=dev_started)
     assert ticks and not any(t["runIds"] for t in ticks), ticks
     launched = [r for r in s.runs() if r["creationTime"] >= dev_started]
     assert not [r for r in launched if "dagster/sensor_name" in r["tags"]], launched
+
+
+def _with_status(runs: list[dict[str, Any]], *statuses: str) -> list[dict[str, Any]]:
+    return [r for r in runs if r["status"] in statuses]
+
+
+def _outcome(s: Stack, run_id: str, job: str = EVAL_JOB) -> str | None:
+    """The outcome tag of a run, once the outcome sensor has written it."""
+    [run] = [r for r in s.runs(job) if r["runId"] == run_id]
+    return run["tags"].get(OUTCOME_TAG)
+
+
+def test_6_mlflow_lost_mid_evaluation_is_retried_by_itself(
+    services: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22, item 7. MLflow used to come back to a failed evaluation that nothing retried:
+    the sensor re-requested the used run key, which the daemon skips, until someone re-executed
+    it by hand. Now the failed run is recorded as `error`, no attempt is spent while MLflow is
+    down (the sensor's tick fails first), and once it answers the sensor requests attempt 2,
+    which finishes the work: one MLflow run for the key, the alias moved once."""
+    s = services
+    previous = s.champion()
+    version = s.register_sleepy(SLOW_PREDICT_S)
+    partition = f"{MODEL}.v{version}|{SECOND_SNAPSHOT}"
+    [first] = s.wait(
+        f"the evaluation run of {partition} to start",
+        lambda: _with_status(s.evaluations_of(partition), "STARTED"),
+        VERDICT_TIMEOUT_S,
+    )
+    s.mlflow.stop()  # the model predicts for SLOW_PREDICT_S: the run is mid-evaluation
+    try:
+        failed = s.wait(
+            "the evaluation run to fail without MLflow",
+            lambda: _terminal_run(s, EVAL_JOB, partition),
+            VERDICT_TIMEOUT_S,
+        )
+        assert failed["runId"] == first["runId"] and failed["status"] == "FAILURE"
+        s.wait(
+            "the outcome sensor to record the failure as an error",
+            lambda: _outcome(s, failed["runId"]) == "error",
+            TICK_TIMEOUT_S,
+        )
+        # The outage outlasts the failure: the registry sensor's ticks fail meanwhile, and no
+        # second attempt is requested while MLflow cannot be reached.
+        s.wait(
+            "a failed registry sensor tick after the run failed",
+            lambda: s.ticks(REGISTRY_SENSOR, after=failed["endTime"], statuses=["FAILURE"]),
+            TICK_TIMEOUT_S,
+        )
+        assert len(s.evaluations_of(partition)) == 1
+    finally:
+        s.mlflow.start()
+    back = time.time()
+    done = s.wait(
+        f"a successful retry of {partition} after MLflow returned",
+        lambda: _with_status(s.evaluations_of(partition), "SUCCESS"),
+        VERDICT_TIMEOUT_S,
+    )[0]
+    s.report(
+        f"MLflow lost mid-evaluation: run failed {failed['endTime'] - first['startTime']:.1f} s "
+        f"after it started; MLflow back -> retry succeeded {done['endTime'] - back:.1f} s later",
+        capsys,
+    )
+    runs = s.evaluations_of(partition)
+    assert [r["status"] for r in runs] == ["SUCCESS", "FAILURE"], runs
+    assert done["tags"][ATTEMPT_TAG] == "2"
+    assert done["tags"]["dagster/run_key"].endswith(":attempt-2")
+    assert done["tags"]["dagster/sensor_name"] == REGISTRY_SENSOR
+    assert done["tags"][KEY_TAG] == failed["tags"][KEY_TAG]
+    # One MLflow run for the key, the alias moved once (by the retry), the outcome recorded.
+    _one_mlflow_run_per_key(s)
+    recorded = s.mlflow_run_of(version, SECOND_SNAPSHOT)
+    assert recorded.data.tags[EVAL_KEY_TAG] == done["tags"][KEY_TAG]
+    assert s.champion() == version != previous
+    assert [m["runId"] for m in s.materialized("promotion", partition)] == [done["runId"]]
+    s.wait(
+        "the outcome sensor to record the retry as promoted",
+        lambda: _outcome(s, done["runId"]) == "promoted",
+        TICK_TIMEOUT_S,
+    )
+
+
+def test_7_a_hung_model_is_stopped_and_recorded_while_the_models_runs_queue(
+    services: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 22, items 7, 8a and 2, on the real daemon.
+
+    - A model that sleeps in predict used to hold its run (and the model) forever: run monitoring
+      now stops it past `dagster/max_runtime`, and it is recorded as `timed_out`, not retried.
+    - The per-model limit in dagster.yaml never applied, because runs did not carry
+      `eval_assets/model`: while the hung run holds the model, the model's other runs wait in
+      the queue, and start only once it is stopped.
+    - v1's artifact registered again (twice) used to reuse v1's run key and was skipped forever:
+      each new version now gets its own verdict, compared with today's champion, and the two
+      share one evaluation key and one MLflow run.
+    """
+    s = services
+    champion = s.champion()
+    hung = s.register_sleepy(HUNG_PREDICT_S)
+    partition = f"{MODEL}.v{hung}|{SECOND_SNAPSHOT}"
+    [stuck] = s.wait(
+        f"the evaluation run of {partition} to start",
+        lambda: _with_status(s.evaluations_of(partition), "STARTED"),
+        VERDICT_TIMEOUT_S,
+    )
+    again = [s.register_again("1"), s.register_again("1")]
+    ingest = f"{MODEL}.v{again[0]}"
+    s.wait(
+        f"the ingestion run of {ingest} to be queued",
+        lambda: _with_status(s.runs(INGEST_VERSION_JOB, **{"dagster/partition": ingest}), "QUEUED"),
+        TICK_TIMEOUT_S,
+    )
+    # Held by the coordinator while the hung run holds the model's one slot.
+    assert _with_status(s.evaluations_of(partition), "STARTED"), "the hung run ended too early"
+
+    stopped = s.wait(
+        f"run monitoring to stop the hung run after {MAX_RUNTIME_S} s",
+        lambda: _terminal_run(s, EVAL_JOB, partition),
+        MAX_RUNTIME_S + VERDICT_TIMEOUT_S,
+    )
+    # Run monitoring cancels the run, then marks it failed with the reason.
+    assert stopped["runId"] == stuck["runId"] and stopped["status"] in ("FAILURE", "CANCELED")
+    assert stopped["endTime"] - stopped["startTime"] >= MAX_RUNTIME_S
+    s.wait(
+        "the outcome sensor to record the hung run as timed_out",
+        lambda: _outcome(s, stopped["runId"]) == "timed_out",
+        TICK_TIMEOUT_S,
+    )
+    s.report(
+        f"hung model: stopped {stopped['endTime'] - stopped['startTime']:.0f} s after it "
+        f"started (limit {MAX_RUNTIME_S} s), recorded timed_out",
+        capsys,
+    )
+    [started] = s.wait(
+        f"the queued ingestion of {ingest} to start",
+        lambda: [
+            r for r in s.runs(INGEST_VERSION_JOB, **{"dagster/partition": ingest}) if r["startTime"]
+        ],
+        TICK_TIMEOUT_S,
+    )
+    assert started["startTime"] >= stopped["endTime"] - 1, (started, stopped)
+
+    # Both re-registered versions get their own verdict against today's champion.
+    verdicts = []
+    for version in again:
+        pair = f"{MODEL}.v{version}|{SECOND_SNAPSHOT}"
+        run = s.wait(
+            f"the verdict of {pair} (v1's artifact registered again)",
+            lambda p=pair: _terminal_run(s, EVAL_JOB, p),
+            VERDICT_TIMEOUT_S,
+        )
+        assert s.materialized("gate_verdict", pair), s.diagnostics()
+        verdicts.append(run)
+    # The weak v1 against the good champion: blocked, each with its own run and partition but
+    # the same comparison, so the same evaluation key and one MLflow run between them.
+    assert [r["status"] for r in verdicts] == ["FAILURE", "FAILURE"], s.diagnostics()
+    assert verdicts[0]["tags"][KEY_TAG] == verdicts[1]["tags"][KEY_TAG]
+    assert verdicts[0]["tags"]["dagster/run_key"] != verdicts[1]["tags"]["dagster/run_key"]
+    assert _one_mlflow_run_per_key(s)[verdicts[0]["tags"][KEY_TAG]] == 1
+    for run in verdicts:
+        s.wait(
+            "the outcome sensor to record the re-registered version as blocked",
+            lambda r=run: _outcome(s, r["runId"]) == "blocked",
+            TICK_TIMEOUT_S,
+        )
+    assert s.champion() == champion
+
+    # Recorded, so not retried: the registry sensor ticks on and asks for nothing more.
+    after = time.time()
+    s.wait(
+        "two completed registry sensor ticks",
+        lambda: (
+            len([t for t in s.ticks(REGISTRY_SENSOR, after=after) if t["status"] != "STARTED"]) >= 2
+        ),
+        TICK_TIMEOUT_S,
+    )
+    assert len(s.evaluations_of(partition)) == 1
+    assert not any(t["runIds"] for t in s.ticks(REGISTRY_SENSOR, after=after))

@@ -112,10 +112,14 @@ def test_rerun_of_an_evaluation_key_creates_no_second_mlflow_run(env):
     before = evaluation_runs(client)
     keys = [r.data.tags[EVAL_KEY_TAG] for r in before]
     assert len(keys) == len(set(keys))
+    # The same evaluation key needs the same champion: v2 was judged against v1, and the
+    # champion is part of the key (against itself, v2 would be another evaluation).
+    client.set_registered_model_alias(MODEL, "champion", "1")
     job = defs.resolve_job_def(f"{MODEL}_evaluation_job")
     job.execute_in_process(
         partition_key=f"{MODEL}.v2|{SNAPSHOT}", instance=instance, raise_on_error=False
     )
+    assert client.get_model_version_by_alias(MODEL, "champion").version in ("2", 2)
     drive(defs, instance, f"{MODEL}_registry_sensor")  # a further tick requests nothing new
     assert sorted(r.info.run_id for r in evaluation_runs(client)) == sorted(
         r.info.run_id for r in before

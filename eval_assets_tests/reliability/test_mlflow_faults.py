@@ -115,15 +115,23 @@ class Stack:
     def champion(self) -> str:
         return str(self.client.get_model_version_by_alias(MODEL, "champion").version)
 
-    def key_of(self, version: str) -> str:
-        """The evaluation key of `version` on the snapshot (as the sensors compute it)."""
+    def key_of(self, version: str, champion: str | None) -> str:
+        """The evaluation key of `version` on the snapshot against `champion` (as the sensors
+        compute it: the champion compared against is part of the key)."""
         from eval_assets.assets.model_version import DIGEST_TAG
         from eval_assets.core.criteria import load_criteria
 
-        digest = self.client.get_model_version(MODEL, version).tags[DIGEST_TAG]
+        def digest(v: str) -> str:
+            return self.client.get_model_version(MODEL, v).tags[DIGEST_TAG]
+
         snapshot = self.defs.resources["snapshot_store"].list_snapshots(DATASET)[0]
         criteria = load_criteria(Path(self.env["EVAL_ASSETS_CRITERIA_DIR"]) / f"{MODEL}.yaml")
-        return evaluation_key(digest, snapshot.sha256, criteria.digest())
+        return evaluation_key(
+            digest(version),
+            snapshot.sha256,
+            criteria.digest(),
+            champion_digest=digest(champion) if champion else None,
+        )
 
     def evaluation_runs(self) -> list:
         experiment = self.client.get_experiment_by_name(f"eval-assets/{MODEL}")
@@ -209,19 +217,24 @@ def assert_invariants(s: Stack) -> None:
             json.loads(path.read_text())
 
 
-def assert_promoted_once(s: Stack, version: str) -> None:
+def assert_promoted_once(s: Stack, version: str, previous: str | None) -> None:
     assert s.champion() == version
     assert s.alias_moves_to(version) == 1
-    key = s.key_of(version)
+    key = s.key_of(version, previous)
     assert s.finished_runs_per_key()[key] == 1
     verdict = json.loads(
         (
             s.outputs / MODEL / "gate_verdict" / f"{MODEL}.v{version}" / f"{SNAPSHOT}.json"
         ).read_text()
     )
-    assert verdict["passed"] and verdict["evaluation_key"] == key
+    # A re-run once the alias has moved compares the new champion with itself: another
+    # evaluation, under its own key; the comparison with `previous` keeps its one run above.
+    compared = verdict["champion_version"]
+    assert compared in (previous, version)
+    assert verdict["passed"] and verdict["evaluation_key"] == s.key_of(version, compared)
     run = s.client.get_run(verdict["mlflow_run_id"])  # the record points at the complete run
-    assert run.info.status == "FINISHED" and run.data.tags[EVAL_KEY_TAG] == key
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[EVAL_KEY_TAG] == verdict["evaluation_key"]
     assert {a.path for a in s.client.list_artifacts(run.info.run_id)} >= {
         "verdict.json",
         "metrics.json",
@@ -252,14 +265,14 @@ def test_mlflow_down_during_a_run_fails_naming_mlflow_and_the_rerun_records_once
     assert f"MLflow at {s.server.url} is unavailable" in text, text
     assert elapsed < 60, elapsed
     assert s.champion() == before
-    assert s.key_of(candidate) not in s.finished_runs_per_key()
+    assert s.key_of(candidate, before) not in s.finished_runs_per_key()
     assert not s.instance.get_materialized_partitions(AssetKey([MODEL, "promotion"])) & {
         partition(candidate)
     }
 
     again = s.evaluate(candidate)  # MLflow is back: the same run, re-executed
     assert again.success, failure_text(again)
-    assert_promoted_once(s, candidate)
+    assert_promoted_once(s, candidate, before)
 
 
 # --- the run process SIGKILLed in the middle, then re-run -----------------------------------------
@@ -348,7 +361,7 @@ def test_a_run_killed_at_any_point_of_materialization_then_rerun_leaves_everythi
     s = stack
     candidate = s.register()
     previous = s.champion()
-    key = s.key_of(candidate)
+    key = s.key_of(candidate, previous)
     verdict_file = s.outputs / MODEL / "gate_verdict" / f"{MODEL}.v{candidate}" / f"{SNAPSHOT}.json"
     audit_file = s.outputs / MODEL / "audit" / f"{key}.json"
 
@@ -393,9 +406,14 @@ def test_a_run_killed_at_any_point_of_materialization_then_rerun_leaves_everythi
     assert again.success, failure_text(again)
     decision = again.asset_value(AssetKey([MODEL, "promotion"]))
     assert decision["moved"] is False and "already the champion" in decision["reason"]
-    assert_promoted_once(s, candidate)  # one finished MLflow run, one alias move, all files whole
-    audit = json.loads(audit_file.read_text())
-    assert audit["mlflow_run_id"] == json.loads(verdict_file.read_text())["mlflow_run_id"]
+    assert_promoted_once(s, candidate, previous)  # one MLflow run, one alias move, files whole
+    audit = json.loads(audit_file.read_text())  # the audit record of the key compared with v1
+    [recorded] = [
+        r
+        for r in s.evaluation_runs()
+        if r.info.status == "FINISHED" and r.data.tags.get(EVAL_KEY_TAG) == key
+    ]
+    assert audit["mlflow_run_id"] == recorded.info.run_id
 
 
 # --- two runs racing for the same version --------------------------------------------------------
@@ -404,11 +422,14 @@ def test_a_run_killed_at_any_point_of_materialization_then_rerun_leaves_everythi
 def test_two_processes_evaluating_the_same_version_at_once_promote_once(stack: Stack):
     s = stack
     candidate = s.register()
+    previous = s.champion()
     racers = [start_child(s, candidate), start_child(s, candidate)]
     for racer in racers:
         racer.join(KILL_TIMEOUT_S)
     assert [r.exitcode for r in racers].count(0) >= 1, [tail(r) for r in racers]
-    assert_promoted_once(s, candidate)
+    # A racer that read the champion after the other's promotion compared the candidate with
+    # itself: another key; the comparison with `previous` still has one run and one move.
+    assert_promoted_once(s, candidate, previous)
     decisions = [
         r.asset_materialization.metadata["moved"].value
         for r in s.instance.fetch_materializations(

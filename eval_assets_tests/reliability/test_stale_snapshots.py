@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from dagster import build_sensor_context
 
 from eval_assets.core.digests import file_digest
 from eval_assets.partitions import snapshot_partitions
@@ -151,3 +152,35 @@ def test_a_one_class_snapshot_is_refused_as_a_golden_snapshot(graph: Graph):
     text = failure_text(result)
     assert "'is_fraud'" in text and "only" in text and "class" in text, text
     assert not graph.materialized("data_snapshot", "no-fraud")
+
+
+def _tick(g: Graph, sensor: str):
+    with build_sensor_context(
+        instance=g.instance, definitions=g.defs, sensor_name=sensor, resources=g.defs.resources
+    ) as context:
+        return g.defs.resolve_sensor_def(sensor)(context)
+
+
+def test_the_sensors_say_a_republished_snapshot_is_not_evaluated_on_and_request_nothing(
+    graph: Graph,
+):
+    new_sha = _republish(graph, SNAPSHOT, golden_frame(rows=ROWS // 2, seed=99))
+
+    for sensor in (f"{MODEL}_registry_sensor", f"{MODEL}_snapshot_sensor"):
+        result = _tick(graph, sensor)
+        assert not [r for r in result.run_requests if "|" in str(r.partition_key)], sensor
+        reason = result.skip_reason.skip_message
+        assert "re-published" in reason and new_sha[:12] in reason, reason
+
+
+def test_the_sensors_say_a_refused_snapshot_is_not_evaluated_on(graph: Graph):
+    for version in ("1", "2"):  # nothing else left to request: the tick says why it skips
+        assert graph.evaluate(version, SNAPSHOT).success
+    frame = golden_frame(rows=2000)
+    frame["is_fraud"] = 0
+    assert not graph.publish("no-fraud", frame).success
+
+    result = _tick(graph, f"{MODEL}_registry_sensor")
+
+    assert not result.run_requests
+    assert "no-fraud not ingested" in result.skip_reason.skip_message
