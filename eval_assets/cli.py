@@ -118,7 +118,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         result, images = evaluate_and_draw(criteria, candidate_file, None, champion_file, None)
     if not criteria.gates:
         images.pop("gate_changes.png", None)
-    key = evaluation_key(candidate.digest, data.sha256, criteria.digest())
+    # The champion compared against is part of the key, as in Dagster: another champion, another
+    # evaluation.
+    key = evaluation_key(
+        candidate.digest,
+        data.sha256,
+        criteria.digest(),
+        champion_digest=champion.digest if champion is not None else None,
+    )
     identity = run_id(key)
     if champion is not None:
         # The run folder holds one comparison: a run against another champion must not replace it.
