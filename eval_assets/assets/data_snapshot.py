@@ -3,7 +3,7 @@
 import tempfile
 from pathlib import Path
 
-import pandas as pd
+import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -16,8 +16,9 @@ from dagster import (
 
 from eval_assets.assets.metadata import schema_metadata
 from eval_assets.assets.recorded import ingested_sha256, republished
-from eval_assets.core.contract import require_both_classes, validate_dataset
+from eval_assets.core.contract import require_both_classes
 from eval_assets.core.criteria import Criteria
+from eval_assets.core.pipeline.dataset import streamed_dataset
 from eval_assets.partitions import snapshot_partitions
 from eval_assets.resources.snapshots import DATA_FILE, SnapshotStore, parquet_rows
 from eval_assets.resources.storage import EvaluationStore
@@ -59,9 +60,13 @@ def build_data_snapshot(criteria: Criteria, code_version: str) -> AssetsDefiniti
                     f"dataset.max_rows ({criteria.dataset.max_rows:,}); refused before reading. "
                     "Split the snapshot or raise max_rows if the machine has the memory."
                 )
-            frame = pd.read_parquet(path)
-            validated = validate_dataset(frame, criteria.dataset, data_file)
-            require_both_classes(validated, criteria.dataset)
+            # Validated batch by batch, as the command-line tool validates its input: memory does
+            # not grow with the snapshot.
+            scratch = Path(folder) / "scratch"
+            scratch.mkdir()
+            with streamed_dataset(path, criteria.dataset, scratch, source=data_file) as data:
+                require_both_classes(data.rows, data.positives, criteria.dataset, data_file)
+            schema = pq.read_schema(path)
             # The published bytes themselves, not a re-encoding: what every evaluation reads then
             # hashes to the manifest's SHA-256, which is what its verdict records.
             stored = evaluation_store.snapshot_copy(model, snapshot_id)
@@ -71,11 +76,11 @@ def build_data_snapshot(criteria: Criteria, code_version: str) -> AssetsDefiniti
             metadata={
                 "sha256": info.sha256,
                 "rows": rows,
-                "positives": int(validated.labels.sum()),
+                "positives": data.positives,
                 "location": info.location,
                 "created_at": info.created_at,
                 "stored_at": location,
-                "dagster/column_schema": schema_metadata(frame),
+                "dagster/column_schema": schema_metadata(schema),
             },
         )
 

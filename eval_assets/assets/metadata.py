@@ -10,7 +10,7 @@ import posixpath
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 
 from eval_assets.core.evaluation import Evaluation
@@ -19,9 +19,9 @@ from eval_assets.core.text import markdown, visible
 from eval_assets.core.vocabulary import METRIC_NAMES
 
 
-def schema_metadata(frame: pd.DataFrame) -> TableSchema:
-    """The column schema Dagster shows for a table."""
-    return TableSchema(columns=[TableColumn(str(c), str(t)) for c, t in frame.dtypes.items()])
+def schema_metadata(schema: pa.Schema) -> TableSchema:
+    """The column schema Dagster shows for a table, as its Parquet file types it."""
+    return TableSchema(columns=[TableColumn(f.name, str(f.type)) for f in schema])
 
 
 def prediction_metadata(summary: dict[str, Any]) -> dict[str, Any]:

@@ -223,18 +223,17 @@ def validate_scores(
         )
 
 
-def require_both_classes(dataset: ValidatedDataset, contract: DatasetContract) -> None:
+def require_both_classes(rows: int, positives: int, contract: DatasetContract, source: str) -> None:
     """A golden snapshot must hold both classes: on one class every ranking metric is undefined,
     and each later version would be judged on a snapshot that cannot tell models apart."""
-    positives = int(dataset.labels.sum())
-    if 0 < positives < len(dataset.labels):
+    if 0 < positives < rows:
         return
     only = contract.positive_class if positives else contract.negative_class
     raise DatasetError(
-        dataset.source,
+        source,
         [
-            f"column {contract.label_column!r}: all {len(dataset.labels):,} rows hold only class "
-            f"{only!r}; a golden snapshot needs both classes"
+            f"column {contract.label_column!r}: all {rows:,} rows hold only class {only!r}; "
+            "a golden snapshot needs both classes"
         ],
     )
 

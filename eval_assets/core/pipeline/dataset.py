@@ -87,12 +87,14 @@ def streamed_dataset(
     scratch: Path,
     *,
     required_columns: Iterable[str] = (),
+    source: str | None = None,
 ) -> Iterator[StreamedDataset]:
     """Open, hash and validate `path` (CSV or Parquet) in batches; `scratch` is a private folder
     for the CSV's Parquet conversion and the ids file. Bad input raises `DatasetError` naming the
-    file, the column, the value and its line or row, as `validate_dataset` does."""
+    file (`source`, where `path` is a local copy), the column, the value and its line or row, as
+    `validate_dataset` does."""
     path = Path(path)
-    source = str(path)
+    source = source or str(path)
     if not path.exists():
         raise DatasetError(source, ["file does not exist"])
     suffix = path.suffix.lower()
