@@ -238,25 +238,21 @@ def error_logs(instance: DagsterInstance, run_id: str) -> list[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("webhook", ["closed-port", "http-500"])
 def test_a_failing_webhook_is_recorded_but_its_token_is_found_nowhere(
-    stack: Stack, webhook: str, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
 ):
+    """One full evaluation (about two minutes in CI) alerting a webhook that answers 500. A closed
+    port takes the same path in the notifier:
+    test_an_undeliverable_alert_never_raises_and_never_logs_the_url proves it on its own."""
     token = f"hooktok{uuid.uuid4().hex}"
-    with contextlib.ExitStack() as services:
-        if webhook == "http-500":
-            server = services.enter_context(FailingWebhook())
-            port = server.port
-        else:
-            server, port = None, closed_port()
+    with FailingWebhook() as server:
+        port = server.port
         url = f"http://{HOST}:{port}/hooks/{token}?token={token}"
         stack.set_webhook(monkeypatch, url)
         version = stack.register("bad")  # learns shuffled labels: blocked by the change gates
         pair = pair_key(f"{MODEL}.v{version}", SNAPSHOT)
         run_id, _ = stack.run("evaluation_job", pair)
-
-        if server is not None:
-            assert [body["event"] for body in server.received] == ["gate_failed"]
+        assert [body["event"] for body in server.received] == ["gate_failed"]
 
     # The token is nowhere: event log and run databases, compute logs, job snapshots, and the
     # project's own outputs (report, audit record, MLflow's tags and params).
@@ -271,7 +267,7 @@ def test_a_failing_webhook_is_recorded_but_its_token_is_found_nowhere(
     delivery = [m for m in errors if "alert not delivered" in m]
     assert len(delivery) == 1, errors
     assert f"webhook http://{HOST}:{port}/***?token=***" in delivery[0]
-    assert ("HTTP Error 500" if server else "Connection refused") in delivery[0]
+    assert "HTTP Error 500" in delivery[0]
     assert delivery[0] in "\n".join(p.read_text() for p in stack.compute_logs.rglob("*.err"))
     # And the notifier did not fail the evaluation: the verdict is recorded, the champion stays.
     assert str(pair) in stack.instance.get_materialized_partitions(
