@@ -14,6 +14,7 @@ from dagster import (
     asset,
 )
 
+from eval_assets.assets.common import asset_args
 from eval_assets.assets.metadata import schema_metadata
 from eval_assets.assets.recorded import ingested_sha256, republished
 from eval_assets.core.contract import require_both_classes
@@ -30,13 +31,10 @@ def build_data_snapshot(criteria: Criteria, code_version: str) -> AssetsDefiniti
 
     @asset(
         name="data_snapshot",
-        key_prefix=[model],
-        group_name=model,
-        code_version=code_version,
+        **asset_args(model, code_version),
         partitions_def=snapshot_partitions(dataset),
         description="The validated golden rows of one snapshot, with content hash, rows, schema.",
         owners=["team:ml-platform"],
-        tags={"eval_assets/model": model},
     )
     def data_snapshot(
         context: AssetExecutionContext,

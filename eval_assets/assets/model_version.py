@@ -14,6 +14,7 @@ from dagster import (
     asset,
 )
 
+from eval_assets.assets.common import asset_args
 from eval_assets.core.criteria import Criteria
 from eval_assets.core.digests import artifact_digest
 from eval_assets.core.models import ModelLoadError, load_model
@@ -30,13 +31,10 @@ def build_model_version(criteria: Criteria, code_version: str) -> AssetsDefiniti
 
     @asset(
         name="model_version",
-        key_prefix=[model],
-        group_name=model,
-        code_version=code_version,
+        **asset_args(model, code_version),
         partitions_def=model_version_partitions(model),
         description="A registered model version: its artifact digest, pinned at first sight.",
         owners=["team:ml-platform"],
-        tags={"eval_assets/model": model},
     )
     def model_version(
         context: AssetExecutionContext, model_registry: ModelRegistry

@@ -22,6 +22,7 @@ from dagster import (
     asset,
 )
 
+from eval_assets.assets.common import asset_args
 from eval_assets.assets.metadata import prediction_metadata
 from eval_assets.assets.model_version import version_facts
 from eval_assets.assets.recorded import current_snapshot, ingested_sha256, recorded_metadata
@@ -43,14 +44,11 @@ def build_predictions(
 
     @asset(
         name="predictions",
-        key_prefix=[model],
-        group_name=model,
-        code_version=code_version,
+        **asset_args(model, code_version),
         partitions_def=pairs,
         ins={"model_version": AssetIn(key=AssetKey([model, "model_version"]))},
         deps=[AssetDep(AssetKey([model, "data_snapshot"]))],
         description="One score per snapshot row with label and slice keys (Parquet).",
-        tags={"eval_assets/model": model},
     )
     def predictions(
         context: AssetExecutionContext,

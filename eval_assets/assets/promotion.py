@@ -13,6 +13,7 @@ from dagster import (
     asset,
 )
 
+from eval_assets.assets.common import asset_args
 from eval_assets.core.criteria import Criteria
 from eval_assets.resources.notifier import Notifier
 from eval_assets.resources.registry import ModelRegistry
@@ -31,14 +32,11 @@ def build_promotion(
 
     @asset(
         name="promotion",
-        key_prefix=[model],
-        group_name=model,
-        code_version=code_version,
+        **asset_args(model, code_version),
         partitions_def=pairs,
         ins={"gate_verdict": AssetIn(key=AssetKey([model, "gate_verdict"]))},
         description="Moves the `champion` alias, only after every blocking gate passed.",
         owners=["team:ml-platform"],
-        tags={"eval_assets/model": model},
     )
     def promotion(
         context: AssetExecutionContext,

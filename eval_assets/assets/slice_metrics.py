@@ -13,6 +13,7 @@ from dagster import (
     asset,
 )
 
+from eval_assets.assets.common import asset_args
 from eval_assets.assets.metadata import metrics_metadata
 from eval_assets.core.criteria import Criteria
 from eval_assets.core.pipeline.metrics import metrics_record
@@ -27,16 +28,13 @@ def build_slice_metrics(
 
     @asset(
         name="slice_metrics",
-        key_prefix=[model],
-        group_name=model,
-        code_version=code_version,
+        **asset_args(model, code_version),
         partitions_def=pairs,
         # Read in batches from the stored file, not loaded whole: memory stays flat in rows.
         deps=[AssetDep(AssetKey([model, "predictions"]))],
         description="Metrics per slice and fairness group, the overall ROC and PR curves, and the "
         "score quantiles the paired bootstrap bins by (its intervals, paired with the champion's, "
         "come with the verdict).",
-        tags={"eval_assets/model": model},
     )
     def slice_metrics(
         context: AssetExecutionContext, evaluation_store: EvaluationStore
