@@ -27,7 +27,7 @@ test: setup  ## every test suite, with the real services they start themselves
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 test-fast: setup
-	$(RUN) python -m pytest -q -p no:cacheprovider -n 2 -m "not integration and not e2e and not browser and not slow"
+	$(RUN) python -m pytest -q -p no:cacheprovider -m "not integration and not e2e and not browser and not slow"
 
 ui: setup home  ## Dagster UI and daemon on 127.0.0.1:3000
 	$(RUN) dagster dev -h 127.0.0.1 -p 3000
